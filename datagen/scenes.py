@@ -1,0 +1,304 @@
+"""Scene sampler: one integer seed -> one rigid-body scene (objects, initial motion, table, camera).
+
+Everything is padded to `scene.max_objects` so that scenes batch; `num_objects` says how many are real.
+World frame: z up, table top at z = 0, camera on the -y side looking towards +y and down.
+Camera frame (OpenCV): x right, y down, z forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import ml_collections
+import numpy as np
+
+SHAPES = ("box", "sphere", "cylinder")
+BOX, SPHERE, CYLINDER = 0, 1, 2
+
+# Saturated object colours; names are what captions say. Floors use desaturated colours only, so an
+# object's colour never matches the floor's.
+PALETTE = (
+    ("red", (215, 35, 35)),
+    ("orange", (240, 125, 20)),
+    ("yellow", (235, 210, 25)),
+    ("green", (35, 170, 55)),
+    ("cyan", (25, 195, 205)),
+    ("blue", (35, 75, 225)),
+    ("purple", (125, 45, 200)),
+    ("magenta", (215, 35, 185)),
+    ("pink", (250, 135, 175)),
+)
+_COLOR_JITTER = 10  # +- per channel, keeps the palette name true
+FLOOR_MAX_SATURATION = 0.22
+
+
+@dataclasses.dataclass(frozen=True)
+class Camera:
+  """Pinhole camera. `rotation` maps world to camera (rows: right, down, forward)."""
+  position: np.ndarray  # [3] world, metres
+  rotation: np.ndarray  # [3,3]
+  intrinsics: np.ndarray  # [4] fx, fy, cx, cy in pixels
+
+  @property
+  def translation(self) -> np.ndarray:
+    """t of x_cam = R x_world + t."""
+    return -self.rotation @ self.position
+
+  @property
+  def extrinsics(self) -> np.ndarray:
+    """[3,4] world-to-camera matrix [R | t]."""
+    return np.concatenate([self.rotation, self.translation[:, None]], axis=1).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  """A sampled scene; per-object arrays are padded to max_objects (pad rows are zero)."""
+  seed: int
+  num_objects: int
+  shape: np.ndarray  # int32 [N] BOX / SPHERE / CYLINDER
+  size: np.ndarray  # float32 [N,3] half-extents in the body frame (sphere: r,r,r; cylinder: r,r,h)
+  color: np.ndarray  # uint8 [N,3]
+  color_name: tuple[str, ...]  # [num_objects]
+  mass_kg: np.ndarray  # float32 [N]
+  friction: np.ndarray  # float32 [N]
+  position: np.ndarray  # float32 [N,3] initial centre, world
+  yaw_rad: np.ndarray  # float32 [N] initial rotation about z
+  velocity_mps: np.ndarray  # float32 [N,3] initial linear velocity, world
+  angular_velocity_rps: np.ndarray  # float32 [N,3] initial angular velocity, world
+  moving_at_start: np.ndarray  # bool [N] the controlled objects
+  table_half_m: np.ndarray  # float32 [2]
+  table_height_m: float
+  floor_texture: np.ndarray  # uint8 [G,G,3] tile colours, G = max floor tiles
+  tile_m: float  # tile edge length on the table top
+  camera: Camera
+
+  @property
+  def valid(self) -> np.ndarray:
+    """bool [N]: which object slots are real."""
+    return np.arange(self.shape.shape[0]) < self.num_objects
+
+
+def bounding_radius(shape: int, size: np.ndarray) -> float:
+  """Radius of the object's footprint circle in the floor plane (any yaw)."""
+  if shape == BOX:
+    return float(math.hypot(size[0], size[1]))
+  return float(size[0])
+
+
+def validate_config(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the offending field; call before any work starts."""
+  s = cfg.scene
+
+  def fail(field, msg):
+    raise ValueError(f"config.{field}: {msg}")
+
+  def check_range(field, lo_min=0.0, strict=True):
+    value = s[field]
+    if len(value) != 2:
+      fail(f"scene.{field}", f"expected (min, max), got {value!r}")
+    lo, hi = value
+    if not (lo > lo_min if strict else lo >= lo_min) or hi < lo:
+      fail(f"scene.{field}", f"expected {lo_min} {'<' if strict else '<='} min <= max, got {value!r}")
+
+  for field in ("num_frames", "height", "width", "batch_size"):
+    if int(cfg[field]) < 1:
+      fail(field, f"must be >= 1, got {cfg[field]!r}")
+  if cfg.fps <= 0:
+    fail("fps", f"must be > 0, got {cfg.fps!r}")
+  if s.min_objects < 2:
+    fail("scene.min_objects", f"a scene needs at least 2 objects (one to push, one to hit), got {s.min_objects}")
+  if s.max_objects < s.min_objects:
+    fail("scene.max_objects", f"must be >= scene.min_objects={s.min_objects}, got {s.max_objects}")
+  if s.max_objects > 254:
+    fail("scene.max_objects", f"instance ids are uint8, got {s.max_objects}")
+  if not s.shapes:
+    fail("scene.shapes", "at least one shape is needed")
+  for shape in s.shapes:
+    if shape not in SHAPES:
+      fail("scene.shapes", f"unknown shape {shape!r}; expected some of {SHAPES}")
+  if s.max_objects > len(PALETTE):
+    fail("scene.max_objects", f"colours must be distinct and the palette has {len(PALETTE)}, got {s.max_objects}")
+  if not 1 <= s.max_controlled < s.min_objects:
+    fail("scene.max_controlled", f"must be in [1, scene.min_objects - 1 = {s.min_objects - 1}], got {s.max_controlled}")
+  for field in ("box_half_m", "sphere_radius_m", "cylinder_radius_m", "cylinder_half_height_m", "mass_kg",
+                "speed_mps", "camera_distance_m", "camera_elevation_deg"):
+    check_range(field)
+  check_range("friction", strict=False)
+  check_range("floor_tiles")
+  if not 0.0 <= s.aim_fraction <= 1.0:
+    fail("scene.aim_fraction", f"must be in [0, 1], got {s.aim_fraction}")
+  lo, hi = s.camera_elevation_deg
+  if hi >= 90:
+    fail("scene.camera_elevation_deg", f"must stay below 90 degrees, got {s.camera_elevation_deg}")
+  if s.min_gap_m < 0:
+    fail("scene.min_gap_m", f"must be >= 0, got {s.min_gap_m}")
+  if s.placement_half_m <= 0:
+    fail("scene.placement_half_m", f"must be > 0, got {s.placement_half_m}")
+  rho_max = max(_max_bounding_radius(s, shape) for shape in s.shapes)
+  if s.placement_half_m + rho_max > min(s.table_half_m):
+    fail("scene.placement_half_m", f"objects placed within {s.placement_half_m} m of the centre (plus their "
+         f"radius {rho_max:.3f} m) would overhang the table, scene.table_half_m={tuple(s.table_half_m)}")
+  # Random sequential placement of discs jams near 55% cover; stay well below it.
+  disc_area = s.max_objects * math.pi * (rho_max + s.min_gap_m / 2) ** 2
+  region_area = (2 * (s.placement_half_m + rho_max)) ** 2
+  if disc_area > 0.5 * region_area:
+    fail("scene.max_objects", f"{s.max_objects} objects of up to {rho_max:.3f} m radius cannot be placed "
+         f"without overlap in scene.placement_half_m={s.placement_half_m} (cover {disc_area / region_area:.0%} "
+         "> 50%); lower the count or sizes, or enlarge the area")
+  if cfg.render.supersample < 1:
+    fail("render.supersample", f"must be >= 1, got {cfg.render.supersample}")
+  steps = 1.0 / (cfg.fps * cfg.physics.timestep_s)
+  if cfg.physics.timestep_s <= 0 or abs(steps - round(steps)) > 1e-6 or round(steps) < 10:
+    fail("physics.timestep_s", f"the frame interval 1/fps must be a whole number >= 10 of physics steps, got "
+         f"{steps:.3f} steps of {cfg.physics.timestep_s} s")
+  if cfg.physics.backend not in ("auto", "c", "mjx"):
+    fail("physics.backend", f"expected 'auto', 'c' or 'mjx', got {cfg.physics.backend!r}")
+  if not 3 <= cfg.physics.cylinder_sides <= 15:
+    fail("physics.cylinder_sides", f"must be in [3, 15] (fewer than 32 mesh vertices), got {cfg.physics.cylinder_sides}")
+
+
+def _max_bounding_radius(s, shape: str) -> float:
+  if shape == "box":
+    return math.sqrt(2) * s.box_half_m[1]
+  if shape == "sphere":
+    return s.sphere_radius_m[1]
+  return s.cylinder_radius_m[1]
+
+
+def _sample_size(rng: np.random.Generator, s, shape: int) -> np.ndarray:
+  if shape == BOX:
+    return rng.uniform(*s.box_half_m, size=3)
+  if shape == SPHERE:
+    return np.full(3, rng.uniform(*s.sphere_radius_m))
+  r = rng.uniform(*s.cylinder_radius_m)
+  return np.array([r, r, rng.uniform(*s.cylinder_half_height_m)])
+
+
+def _place(rng: np.random.Generator, s, radii: np.ndarray) -> np.ndarray | None:
+  """Non-overlapping xy centres for discs of `radii`, or None if random placement got stuck."""
+  centres = []
+  for rho in radii:
+    for _ in range(200):
+      xy = rng.uniform(-s.placement_half_m, s.placement_half_m, size=2)
+      if all(np.linalg.norm(xy - c) >= rho + r + s.min_gap_m for c, r in zip(centres, radii)):
+        centres.append(xy)
+        break
+    else:
+      return None
+  return np.array(centres)
+
+
+def _floor_texture(rng: np.random.Generator, grid: int, tiles: int) -> np.ndarray:
+  """Desaturated tile colours: a two-colour checkerboard or random tiles."""
+  def muted(n):
+    hue = rng.uniform(0, 1, n)
+    sat = rng.uniform(0.0, FLOOR_MAX_SATURATION, n)
+    val = rng.uniform(0.35, 0.9, n)
+    return _hsv_to_rgb(hue, sat, val)
+
+  texture = np.zeros((grid, grid, 3), np.uint8)
+  if rng.random() < 0.5:
+    a, b = muted(2)
+    if abs(int(a.mean()) - int(b.mean())) < 40:  # keep the checkerboard visible
+      b = np.clip(a.astype(int) + (70 if a.mean() < 128 else -70), 0, 255).astype(np.uint8)
+    ii, jj = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+    texture[:] = np.where(((ii + jj) % 2 == 0)[..., None], a, b)
+  else:
+    base = muted(4)
+    texture[:] = base[rng.integers(0, 4, size=(grid, grid))]
+  return texture
+
+
+def _hsv_to_rgb(h, s, v) -> np.ndarray:
+  i = np.floor(h * 6).astype(int) % 6
+  f = h * 6 - np.floor(h * 6)
+  p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+  r = np.choose(i, [v, q, p, p, t, v])
+  g = np.choose(i, [t, v, v, q, p, p])
+  b = np.choose(i, [p, p, t, v, v, q])
+  return np.round(np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
+def _camera(rng: np.random.Generator, s, height: int, width: int) -> Camera:
+  elevation = math.radians(rng.uniform(*s.camera_elevation_deg))
+  azimuth = math.radians(-90.0 + rng.uniform(-1, 1) * s.camera_azimuth_jitter_deg)
+  distance = rng.uniform(*s.camera_distance_m)
+  target = np.array([*rng.uniform(-1, 1, 2) * s.camera_target_jitter_m, 0.0])
+  position = target + distance * np.array([
+      math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
+  forward = (target - position) / np.linalg.norm(target - position)
+  right = np.cross(forward, [0.0, 0.0, 1.0])
+  right /= np.linalg.norm(right)
+  down = np.cross(forward, right)
+  focal = (width / 2) / math.tan(math.radians(s.camera_fov_deg) / 2)
+  return Camera(position=position.astype(np.float32),
+                rotation=np.stack([right, down, forward]).astype(np.float32),
+                intrinsics=np.array([focal, focal, width / 2, height / 2], np.float32))
+
+
+def sample_scene(seed: int, cfg: ml_collections.ConfigDict) -> Scene:
+  """Samples the scene of `seed` (deterministic: same seed and config, same scene).
+
+  Raises RuntimeError if the objects cannot be placed without overlap (validate_config rules out
+  configs where this is likely).
+  """
+  s = cfg.scene
+  rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4B4D]))  # "KM": scene stream
+  n_max = s.max_objects
+  allowed = np.array([SHAPES.index(x) for x in s.shapes])
+  for _ in range(100):
+    n = int(rng.integers(s.min_objects, s.max_objects + 1))
+    shape = rng.choice(allowed, size=n)
+    size = np.stack([_sample_size(rng, s, k) for k in shape])
+    radii = np.array([bounding_radius(k, z) for k, z in zip(shape, size)])
+    xy = _place(rng, s, radii)
+    if xy is not None:
+      break
+  else:
+    raise RuntimeError(f"seed {seed}: could not place objects without overlap; enlarge "
+                       f"config.scene.placement_half_m or lower config.scene.max_objects")
+
+  colour_idx = rng.choice(len(PALETTE), size=n, replace=False)
+  jitter = rng.integers(-_COLOR_JITTER, _COLOR_JITTER + 1, size=(n, 3))
+  color = np.clip(np.array([PALETTE[i][1] for i in colour_idx]) + jitter, 0, 255)
+  yaw = np.where(shape == BOX, rng.uniform(-math.pi, math.pi, n), 0.0)
+  position = np.concatenate([xy, size[:, 2:3] + 1e-4], axis=1)  # resting on the table top
+
+  n_ctrl = int(rng.integers(1, min(s.max_controlled, n - 1) + 1))
+  controlled = np.zeros(n, bool)
+  controlled[rng.choice(n, size=n_ctrl, replace=False)] = True
+  velocity = np.zeros((n, 3))
+  angular = np.zeros((n, 3))
+  for i in np.flatnonzero(controlled):
+    targets = np.flatnonzero(~controlled)
+    if rng.random() < s.aim_fraction:
+      to = xy[rng.choice(targets)] - xy[i]
+      heading = math.atan2(to[1], to[0]) + math.radians(rng.normal(0, s.aim_jitter_deg))
+    else:
+      heading = rng.uniform(-math.pi, math.pi)
+    speed = rng.uniform(*s.speed_mps)
+    velocity[i, :2] = speed * np.array([math.cos(heading), math.sin(heading)])
+    if shape[i] == SPHERE:  # start rolling without slipping: w x (0,0,-r) + v = 0
+      angular[i] = np.cross([0.0, 0.0, 1.0], velocity[i]) / size[i, 0]
+
+  tiles = int(rng.integers(s.floor_tiles[0], s.floor_tiles[1] + 1))
+  grid = int(s.floor_tiles[1])
+  texture = _floor_texture(rng, grid, tiles)
+  camera = _camera(rng, s, cfg.height, cfg.width)
+
+  def pad(a, dtype):
+    out = np.zeros((n_max,) + a.shape[1:], dtype)
+    out[:n] = a
+    return out
+
+  return Scene(
+      seed=int(seed), num_objects=n, shape=pad(shape, np.int32), size=pad(size, np.float32),
+      color=pad(color, np.uint8), color_name=tuple(PALETTE[i][0] for i in colour_idx),
+      mass_kg=pad(rng.uniform(*s.mass_kg, size=n), np.float32),
+      friction=pad(rng.uniform(*s.friction, size=n), np.float32),
+      position=pad(position, np.float32), yaw_rad=pad(yaw, np.float32),
+      velocity_mps=pad(velocity, np.float32), angular_velocity_rps=pad(angular, np.float32),
+      moving_at_start=pad(controlled, bool),
+      table_half_m=np.asarray(s.table_half_m, np.float32), table_height_m=float(s.table_height_m),
+      floor_texture=texture, tile_m=float(2 * s.table_half_m[0] / tiles), camera=camera)
