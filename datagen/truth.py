@@ -1,0 +1,86 @@
+"""Per-frame truth and events from a rollout and its render (the data contract's physical fields)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datagen import physics
+from datagen import scenes as scenes_lib
+
+# Motion summaries used by captions.
+STOP_SPEED_MPS = 0.05
+TOPPLE_TILT_DEG = 40.0
+
+
+def project(points_world: np.ndarray, camera: scenes_lib.Camera) -> tuple[np.ndarray, np.ndarray]:
+  """Pinhole projection of [..., 3] world points -> pixel coordinates [..., 2] (x right, y down; pixel
+  centres at +0.5) and camera depth [...]."""
+  p = points_world @ camera.rotation.T + camera.translation
+  fx, fy, cx, cy = camera.intrinsics
+  z = p[..., 2]
+  safe = np.where(np.abs(z) < 1e-9, 1e-9, z)
+  return np.stack([fx * p[..., 0] / safe + cx, fy * p[..., 1] / safe + cy], -1), z
+
+
+def silhouette_centroids(ids: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+  """ids [T,H,W] -> centroid of each object's pixels [T,N,2] (x, y; NaN if absent), pixel count [T,N]."""
+  t, h, w = ids.shape
+  ys, xs = np.mgrid[0:h, 0:w] + 0.5
+  onehot = ids[..., None] == np.arange(1, n_max + 1)  # [T,H,W,N]
+  count = onehot.sum((1, 2))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    cx = np.einsum("thwn,hw->tn", onehot, xs) / count
+    cy = np.einsum("thwn,hw->tn", onehot, ys) / count
+  return np.stack([cx, cy], -1), count
+
+
+def collision_events(contact: np.ndarray, num_objects: int, max_events: int) -> np.ndarray:
+  """contact [T,N,N] -> int32 [max_events, 3] rows (frame, a, b), 1-based a < b, the first contact of each
+  object pair in time order, padded with -1."""
+  rows = []
+  for a in range(num_objects):
+    for b in range(a + 1, num_objects):
+      frames = np.flatnonzero(contact[:, a, b])
+      if frames.size:
+        rows.append((int(frames[0]), a + 1, b + 1))
+  rows.sort()
+  out = np.full((max_events, 3), -1, np.int32)
+  if rows:
+    out[:len(rows)] = rows[:max_events]
+  return out
+
+
+def fall_frames(position: np.ndarray, num_objects: int) -> np.ndarray:
+  """position [T,N,3] -> int32 [N]: first frame whose centre is below the table top, -1 if never."""
+  below = position[:, :, 2] < 0.0
+  first = np.where(below.any(0), below.argmax(0), -1).astype(np.int32)
+  first[num_objects:] = -1
+  return first
+
+
+def tilt_deg(quat: np.ndarray) -> np.ndarray:
+  """Angle between each body's z axis and the world's z axis, degrees. quat [..., 4] (w, x, y, z)."""
+  w, x, y, z = np.moveaxis(quat, -1, 0)
+  zz = 1 - 2 * (x * x + y * y)  # world-z component of the body z axis
+  return np.degrees(np.arccos(np.clip(zz, -1.0, 1.0)))
+
+
+def example_truth(scene: scenes_lib.Scene, traj: physics.Trajectory, b: int, ids: np.ndarray) -> dict:
+  """Truth fields of scene `b` of a rollout: velocity_cam, centroid_px, visible, collisions, fell."""
+  n_max = scene.shape.shape[0]
+  n = scene.num_objects
+  valid = scene.valid
+  position, velocity = traj.position[b], traj.velocity[b]
+  velocity_cam = (velocity @ scene.camera.rotation.T) * valid[None, :, None]
+  centroid, count = silhouette_centroids(ids, n_max)
+  projected, _ = project(position, scene.camera)
+  visible = (count > 0) & valid[None]
+  # Where an object is hidden, its centroid is the projection of its centre (may lie off-image).
+  centroid = np.where(visible[..., None], centroid, projected * valid[None, :, None])
+  return dict(
+      velocity_cam=velocity_cam.astype(np.float32),
+      centroid_px=centroid.astype(np.float32),
+      visible=visible,
+      collisions=collision_events(traj.contact[b], n, n_max * (n_max - 1) // 2),
+      fell=fall_frames(position, n),
+  )
