@@ -64,7 +64,6 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.physics.ls_iterations = 8
   c.physics.cylinder_sides = 14  # convex-mesh cylinders: 28 vertices (< 32, see physics.py)
   c.physics.threads = 2  # MuJoCo C rollout threads
-  c.physics.mjx_cpu_chunk = 4  # MJX on CPU vmaps at most this many scenes at once (see physics.py)
 
   c.render = ml_collections.ConfigDict()
   c.render.supersample = 1  # s x s rays per pixel for RGB

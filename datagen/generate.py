@@ -20,10 +20,6 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/data.py:small", "Data config file:size.")
-_OUT = flags.DEFINE_string("out", None, "Directory to write the dataset into.", required=True)
-_NUM = flags.DEFINE_integer("num", None, "Number of train examples.", required=True)
-_BACKEND = flags.DEFINE_enum("backend", None, ["c", "mjx"], "Physics backend (default: config, auto).")
 
 
 def dataset_dir(out: str, config_name: str) -> str:
@@ -63,5 +59,15 @@ def main(argv):
   generate(_CONFIG.value, _OUT.value, _NUM.value, _BACKEND.value)
 
 
+def _define_flags():
+  """Command-line flags (defined only when run as a program, so the module imports cleanly)."""
+  global _CONFIG, _OUT, _NUM, _BACKEND
+  _CONFIG = config_flags.DEFINE_config_file("config", "configs/data.py:small", "Data config file:size.")
+  _OUT = flags.DEFINE_string("out", None, "Directory to write the dataset into.", required=True)
+  _NUM = flags.DEFINE_integer("num", None, "Number of train examples.", required=True)
+  _BACKEND = flags.DEFINE_enum("backend", None, ["c", "mjx"], "Physics backend (default: config, auto).")
+
+
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -4,10 +4,11 @@ Two backends simulate the same MJCF physics (see mjcf.py):
 - "c": the MuJoCo C engine via `mujoco.rollout` (threads). The fast path on CPU.
 - "mjx": MuJoCo XLA, jit + vmap over a batch of scenes on one canonical model. The fast path on GPU/TPU.
 
-Known trap (jax 0.10.x on a 2-core CPU): a jitted vmap of mjx.step over 32 or more scenes hangs inside
-XLA's CPU runtime while 16 runs. On the CPU backend `rollout_mjx` therefore vmaps at most
-`physics.mjx_cpu_chunk` scenes per call and loops over chunks of one compiled shape; accelerators take
-the whole batch. tests/test_physics.py runs a batch of 32 under a timeout to catch a regression.
+Known trap (jax 0.10.x on a 2-core CPU): a jitted vmap of mjx.step hangs inside XLA's CPU runtime at
+batch 32 or more with a small model, and already at batch 8 with our 6-slot canonical model (4 ran).
+On the CPU backend `rollout_mjx` therefore never vmaps mjx.step: one jitted `lax.map` runs the scenes
+one after another (the C engine is the fast CPU path anyway); accelerators vmap the whole batch.
+tests/test_physics.py runs a batch of 32 through the CPU path under a timeout to catch a regression.
 """
 
 from __future__ import annotations
@@ -176,7 +177,10 @@ def _canonical(key: str, cfg_json: str) -> _Canonical:
     _, (qpos, qvel, contact) = jax.lax.scan(frame, d, None, length=t_frames - 1)
     return qpos, qvel, contact
 
-  step_fn = jax.jit(jax.vmap(one_scene))
+  if jax.default_backend() == "cpu":
+    step_fn = jax.jit(lambda p, q, v: jax.lax.map(lambda x: one_scene(*x), (p, q, v)))
+  else:
+    step_fn = jax.jit(jax.vmap(one_scene))
   return _Canonical(mx, geom_slot, geom_kind, unit, step_fn)
 
 
@@ -244,20 +248,13 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
 
 
 def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict) -> Trajectory:
-  """MJX: one jit + vmap over the batch (chunked on CPU, see the module docstring)."""
+  """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring)."""
   import json
   canon = _canonical(_cfg_key(cfg), json.dumps(cfg.to_dict()))
   params, qpos0, qvel0 = mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
-  chunk = cfg.physics.mjx_cpu_chunk if jax.default_backend() == "cpu" else b
-  chunk = max(1, min(chunk, b))
-  outs = []
-  for start in range(0, b, chunk):
-    sl = np.arange(start, start + chunk) % b  # the last chunk wraps round to keep one compiled shape
-    take = lambda x: jnp.asarray(x[sl], jnp.float32)
-    p = jax.tree.map(take, params)
-    outs.append(jax.device_get(canon.step_fn(p, take(qpos0), take(qvel0))))
-  qpos, qvel, contact = (np.concatenate(x, 0)[:b] for x in zip(*outs))
+  as_f32 = lambda x: jnp.asarray(x, jnp.float32)
+  qpos, qvel, contact = jax.device_get(canon.step_fn(jax.tree.map(as_f32, params), as_f32(qpos0), as_f32(qvel0)))
   qpos = np.concatenate([qpos0[:, None], qpos], 1).reshape(b, cfg.num_frames, -1, 7)
   qvel = np.concatenate([qvel0[:, None], qvel], 1).reshape(b, cfg.num_frames, -1, 6)
   contact = np.concatenate([np.zeros((b, 1) + contact.shape[2:], bool), contact], 1)

@@ -1,0 +1,144 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from datagen import captions
+from datagen import engine
+from datagen import generate
+from datagen import kinemask_synth
+from datagen import truth
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_READ_WITHOUT_TF = r"""
+import sys
+import grain
+import tensorflow_datasets as tfds
+source = tfds.builder_from_directory(sys.argv[1]).as_data_source("train")
+ds = grain.MapDataset.source(source).shuffle(seed=0).batch(2)
+batch = ds[0]
+print(len(source), batch["video"].shape, batch["video"].dtype, batch["instance_ids"].shape, batch["depth"].dtype)
+print("tensorflow imported:", any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules))
+"""
+
+
+def test_reads_back_through_grain_without_tensorflow(tiny_dataset):
+  out = subprocess.run([sys.executable, "-c", _READ_WITHOUT_TF, tiny_dataset], capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.strip().split("\n")
+  assert lines[-2] == "6 (2, 8, 32, 32, 3) uint8 (2, 8, 32, 32) float16"
+  assert lines[-1] == "tensorflow imported: False"
+
+
+def test_examples_follow_the_contract(tiny_dataset):
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(tiny_dataset)
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 6, "validation": 1, "test": 1}
+  source = builder.as_data_source("train")
+  seeds = sorted(int(source[i]["seed"]) for i in range(len(source)))
+  assert seeds == list(range(6))
+  assert int(builder.as_data_source("test")[0]["seed"]) == kinemask_synth.SPLIT_SEED_BASE["test"]
+  for i in range(len(source)):
+    ex = source[i]
+    n = int(ex["num_objects"])
+    assert ex["video"].shape == (8, 32, 32, 3) and ex["instance_ids"].max() <= n
+    assert np.all(ex["shape"][n:] == -1) and np.all(ex["shape"][:n] >= 0)
+    # the controlled objects are the only ones moving at frame 0
+    speed = np.linalg.norm(ex["velocity_cam"][0], axis=-1)
+    np.testing.assert_array_equal(speed > 1e-6, ex["moving_at_start"])
+    # camera-frame velocity is the world velocity rotated by the extrinsics
+    rot = ex["camera_extrinsics"][:, :3]
+    assert np.all(np.abs(np.linalg.det(rot) - 1) < 1e-5)
+    # centroids of visible objects are the centroids of their instance-id pixels
+    for t in range(8):
+      for k in range(n):
+        if ex["visible"][t, k]:
+          ys, xs = np.nonzero(ex["instance_ids"][t] == k + 1)
+          np.testing.assert_allclose(ex["centroid_px"][t, k], [xs.mean() + 0.5, ys.mean() + 0.5], atol=1e-4)
+    rows = ex["collisions"][ex["collisions"][:, 0] >= 0]
+    assert np.all(np.diff(rows[:, 0]) >= 0) and np.all(rows[:, 1] < rows[:, 2]) and np.all(rows[:, 1] >= 1)
+    mover = int(np.flatnonzero(ex["moving_at_start"])[0])
+    caption = ex["caption"].decode()
+    assert caption.startswith("A ") and caption.endswith(".")
+
+
+def test_same_seed_bit_identical_examples(tiny_cfg):
+  tiny_cfg.batch_size = 4
+  a = engine.generate_batch([3, 4], tiny_cfg, backend="c")
+  b = engine.generate_batch([4, 3], tiny_cfg, backend="c")
+  for key in a[0]:
+    np.testing.assert_array_equal(a[0][key], b[1][key], err_msg=key)
+    np.testing.assert_array_equal(a[1][key], b[0][key], err_msg=key)
+
+
+def test_events_and_caption_agree(tiny_cfg):
+  tiny_cfg.batch_size = 16
+  examples = engine.generate_batch(range(16), tiny_cfg, backend="c")
+  with_hit = 0
+  for ex in examples:
+    rows = ex["collisions"][ex["collisions"][:, 0] >= 0]
+    mover = int(np.flatnonzero(ex["moving_at_start"])[0]) + 1
+    hits = [int(b if a == mover else a) for _, a, b in rows if mover in (a, b)]
+    if hits:
+      with_hit += 1
+      assert " hits " in ex["caption"] or "collides with" in ex["caption"] or "knocks into" in ex["caption"]
+    fell = ex["fell"][: int(ex["num_objects"])]
+    for k, f in enumerate(fell):
+      if f >= 0:
+        assert ex["position"][f, k, 2] < 0 and np.all(ex["position"][:f, k, 2] >= 0)
+  assert with_hit >= 8
+
+
+def test_direction_names():
+  assert captions.direction_name(np.array([1.0, 0, 0])) == "to the right"
+  assert captions.direction_name(np.array([-1.0, 0, 0.1])) == "to the left"
+  assert captions.direction_name(np.array([0.0, 0, 1.0])) == "away from the camera"
+  assert captions.direction_name(np.array([0.7, 0, -0.7])) == "towards the camera and to the right"
+
+
+def test_interrupted_generation_never_looks_complete(tiny_cfg, tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+  tiny_cfg.batch_size = 4
+  real = engine.generate_batch
+  calls = []
+
+  def failing(seeds, cfg, backend=None):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt("simulated interruption")
+    return real(seeds, cfg, backend)
+
+  monkeypatch.setattr(engine, "generate_batch", failing)
+  with pytest.raises(KeyboardInterrupt):
+    generate.generate(tiny_cfg, str(tmp_path), 8, backend="c")
+  target = generate.dataset_dir(str(tmp_path), "tiny")
+  assert not os.path.exists(os.path.join(target, "dataset_info.json"))
+  with pytest.raises(Exception):
+    tfds.builder_from_directory(target)
+  monkeypatch.setattr(engine, "generate_batch", real)
+  assert generate.generate(tiny_cfg, str(tmp_path), 8, backend="c") == target
+  leftovers = [p for p in os.listdir(os.path.dirname(target)) if "incomplete" in p]
+  assert not leftovers
+  assert tfds.builder_from_directory(target).info.splits["train"].num_examples == 8
+
+
+def test_cli_rejects_bad_config_before_any_work(tmp_path):
+  out = tmp_path / "never"
+  proc = subprocess.run([sys.executable, "-m", "datagen.generate", "--config=configs/data.py:tiny",
+                         "--config.scene.min_objects=0", f"--out={out}", "--num=2"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "config.scene.min_objects" in proc.stderr
+  assert not out.exists()
+
+
+def test_preview_writes_a_contact_sheet(tiny_dataset, tmp_path):
+  from datagen import preview
+  sheet = preview.contact_sheet(os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset))), num=2, scale=2)
+  # two videos: caption strip, frames, ids, arrows, spacer each; 8 frames of 64 px across
+  assert sheet.size == (8 * 64, 2 * (18 + 3 * 64 + 6))
+  assert np.asarray(sheet).std() > 10
