@@ -48,14 +48,19 @@ def solid_params(shape: jax.Array, size: jax.Array) -> tuple[jax.Array, jax.Arra
   return a, r2, slab
 
 
+def _to_local(v, rotation):
+  """[R,N,3] world vectors -> each solid's frame, as fused elementwise products (v @ rotation per solid)."""
+  return sum(v[..., k:k + 1] * rotation[None, :, k, :] for k in range(3))
+
+
 def intersect(origin, direction, centre, rotation, a, r2, slab, valid):
-  """Nearest entry of rays into solids.
+  """Entry distance of rays into solids.
 
   origin, direction: [R,3] world; centre [N,3], rotation [N,3,3] (body to world), a/r2/slab from
-  `solid_params`, valid [N]. Returns t [R,N] (inf on a miss) and the world normal at entry [R,N,3].
+  `solid_params`, valid [N]. Returns t [R,N] (inf on a miss).
   """
-  o = jnp.einsum("rnk,nkj->rnj", origin[:, None, :] - centre[None], rotation)
-  d = jnp.einsum("rk,nkj->rnj", direction, rotation)
+  o = _to_local(origin[:, None, :] - centre[None], rotation)
+  d = _to_local(jnp.broadcast_to(direction[:, None, :], o.shape), rotation)
   qa = jnp.sum(a * d * d, -1)
   qb = 2 * jnp.sum(a * o * d, -1)
   qc = jnp.sum(a * o * o, -1) - r2
@@ -68,19 +73,25 @@ def intersect(origin, direction, centre, rotation, a, r2, slab, valid):
   q_ok = ~has_q | (disc >= 0)
   inv = 1.0 / jnp.where(jnp.abs(d) < 1e-12, 1e-12, d)
   t1, t2 = (-slab - o) * inv, (slab - o) * inv
-  tmin, tmax = jnp.minimum(t1, t2), jnp.maximum(t1, t2)
-  t_slab_in, t_slab_out = jnp.max(tmin, -1), jnp.min(tmax, -1)
-  t_in, t_out = jnp.maximum(tq0, t_slab_in), jnp.minimum(tq1, t_slab_out)
+  t_in = jnp.maximum(tq0, jnp.max(jnp.minimum(t1, t2), -1))
+  t_out = jnp.minimum(tq1, jnp.min(jnp.maximum(t1, t2), -1))
   hit = q_ok & (t_in <= t_out) & (t_in > _EPS) & valid[None]
-  t = jnp.where(hit, t_in, _INF)
-  p = o + jnp.where(hit, t_in, 0.0)[..., None] * d
-  axis = jax.nn.one_hot(jnp.argmax(tmin, -1), 3)
-  n_slab = -axis * jnp.sign(d)
-  n_quad = a * p
-  n_local = jnp.where((tq0 >= t_slab_in)[..., None], n_quad, n_slab)
+  return jnp.where(hit, t_in, _INF)
+
+
+def surface_normal(point, centre, rotation, a, r2, slab):
+  """World normal [R,3] at surface points [R,3], one solid per ray (centre [R,3], rotation [R,3,3],
+  a [R,3], r2 [R], slab [R,3]): the quadric's gradient or the normal of the slab face the point is on,
+  whichever constraint the point lies closest to (relative to the solid's size)."""
+  p = jnp.einsum("rk,rkj->rj", point - centre, rotation)
+  with_slab = jnp.isfinite(slab)
+  slab_gap = jnp.where(with_slab, (slab - jnp.abs(p)) / jnp.where(with_slab, slab, 1.0), _INF)
+  has_q = jnp.sum(a, -1) > 0
+  q_gap = jnp.where(has_q, 1.0 - jnp.sqrt(jnp.sum(a * p * p, -1) / r2), _INF)
+  n_slab = jax.nn.one_hot(jnp.argmin(slab_gap, -1), 3) * jnp.sign(p)
+  n_local = jnp.where((q_gap <= jnp.min(slab_gap, -1))[:, None], a * p, n_slab)
   n_local = n_local / jnp.maximum(jnp.linalg.norm(n_local, axis=-1, keepdims=True), 1e-12)
-  normal = jnp.einsum("rnj,nkj->rnk", n_local, rotation)
-  return t, normal
+  return jnp.einsum("rj,rkj->rk", n_local, rotation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +148,12 @@ def _solids(sc, position, quat):
 
 def _cast(origin, direction, solids, table_height):
   """Nearest hit: t [R], solid index [R] (n_solids for the ground, -1 for nothing), normal [R,3]."""
-  t, normal = intersect(origin, direction, *solids)
+  t = intersect(origin, direction, *solids)
   k = jnp.argmin(t, -1)
   t_best = jnp.take_along_axis(t, k[:, None], -1)[:, 0]
-  n_best = jnp.take_along_axis(normal, k[:, None, None], 1)[:, 0]
+  centre, rotation, a, r2, slab, _ = solids
+  point = origin + jnp.where(jnp.isfinite(t_best), t_best, 0.0)[:, None] * direction
+  n_best = surface_normal(point, centre[k], rotation[k], a[k], r2[k], slab[k])
   dz = direction[:, 2]
   t_ground = jnp.where(dz < -1e-9, (-table_height - origin[:, 2]) / jnp.where(dz < -1e-9, dz, -1.0), _INF)
   ground = t_ground < t_best
@@ -170,7 +183,7 @@ def _shade(sc, settings: Settings, origin, direction, solids, t, index, normal):
   lambert = jnp.maximum(normal @ light, 0.0)
   if settings.shadows:
     start = p + normal * 1e-3
-    t_shadow, _ = intersect(start, jnp.broadcast_to(light, start.shape), *solids)
+    t_shadow = intersect(start, jnp.broadcast_to(light, start.shape), *solids)
     lambert = jnp.where(jnp.isfinite(t_shadow).any(-1), 0.0, lambert)
   rgb = base * (settings.ambient + (1 - settings.ambient) * lambert)[:, None]
   return jnp.where((index < 0)[:, None], jnp.array(settings.sky_rgb) / 255.0, rgb)

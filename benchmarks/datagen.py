@@ -1,0 +1,61 @@
+"""Data-engine throughput: videos/s for physics, rendering and the whole engine, tiny and small sizes.
+
+  python benchmarks/datagen.py [--sizes=tiny,small] [--batches=3] [--backend=c|mjx]
+
+Prints a table. Each figure is the best of --batches timed batches after one warm-up batch (compiles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+
+from configs import data as data_configs  # noqa: E402
+from datagen import engine, physics, render, scenes  # noqa: E402
+
+
+def _best(fn, repeats):
+  fn()  # warm-up: compiles
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return min(times)
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument("--sizes", default="tiny,small")
+  parser.add_argument("--batches", type=int, default=3)
+  parser.add_argument("--batch_size", type=int, default=0, help="scenes per batch (default: config)")
+  parser.add_argument("--backend", default=None, choices=["c", "mjx"])
+  args = parser.parse_args()
+  print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
+  print(f"| size | T x H x W | batch | backend | physics videos/s | render videos/s | engine videos/s |")
+  print(f"|---|---|---|---|---|---|---|")
+  for size in args.sizes.split(","):
+    cfg = data_configs.get_config(size)
+    if args.batch_size:
+      cfg.batch_size = args.batch_size
+    backend = args.backend or physics.resolve_backend(cfg)
+    b = cfg.batch_size
+    batch = [scenes.sample_scene(s, cfg) for s in range(b)]
+    traj = physics.rollout(batch, cfg, backend)
+    t_phys = _best(lambda: physics.rollout(batch, cfg, backend), args.batches)
+    t_rend = _best(lambda: render.render(batch, traj.position, traj.quat, cfg), args.batches)
+    t_all = _best(lambda: engine.generate_batch(range(b), cfg, backend), args.batches)
+    print(f"| {size} | {cfg.num_frames}x{cfg.height}x{cfg.width} | {b} | {backend} | {b / t_phys:.1f} | "
+          f"{b / t_rend:.1f} | {b / t_all:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
