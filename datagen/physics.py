@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 
 import jax
@@ -143,7 +144,7 @@ def _cfg_key(cfg: ml_collections.ConfigDict) -> str:
 @functools.lru_cache(maxsize=4)
 def _canonical(key: str, cfg_json: str) -> _Canonical:
   from mujoco import mjx  # imported lazily: it pulls in its GPU backends' probes
-  cfg = ml_collections.ConfigDict(__import__("json").loads(cfg_json))
+  cfg = ml_collections.ConfigDict(json.loads(cfg_json))
   model = mujoco.MjModel.from_xml_string(mjcf.canonical_xml(cfg))
   mx = mjx.put_model(model)
   geom_slot = model.geom_bodyid.astype(int) - 1
@@ -249,7 +250,6 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
 
 def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict) -> Trajectory:
   """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring)."""
-  import json
   canon = _canonical(_cfg_key(cfg), json.dumps(cfg.to_dict()))
   params, qpos0, qvel0 = mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
