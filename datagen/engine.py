@@ -28,7 +28,6 @@ def generate_batch(seeds, cfg: ml_collections.ConfigDict, backend: str | None = 
 
 def to_example(scene, traj, b, rgb, ids, depth, cfg) -> dict:
   """One example of the data contract from scene `b` of a rollout and its render."""
-  n_max = cfg.scene.max_objects
   t = truth_lib.example_truth(scene, traj, b, ids)
   outcome = captions.describe(scene, traj.quat[b], traj.velocity[b], t["collisions"], t["fell"],
                               t["velocity_cam"])
@@ -47,5 +46,4 @@ def to_example(scene, traj, b, rgb, ids, depth, cfg) -> dict:
       seed=np.int64(scene.seed))
   if cfg.with_depth:
     example["depth"] = depth.astype(np.float16)
-  assert example["shape"].shape == (n_max,)
   return example

@@ -71,8 +71,7 @@ def _header(cfg: ml_collections.ConfigDict, scene_table_half=None, table_height=
 
 
 def _body(k: int, pos, yaw: float, mass: float, inertia, geoms: str) -> str:
-  quat = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
-  return (f'    <body name="obj{k}" pos="{_fmt(pos)}" quat="{_fmt(quat)}">\n'
+  return (f'    <body name="obj{k}" pos="{_fmt(pos)}" quat="{_fmt(scenes_lib.yaw_quat(yaw))}">\n'
           f'      <freejoint name="free{k}"/>\n'
           f'      <inertial pos="0 0 0" mass="{mass:.9g}" diaginertia="{_fmt(inertia)}"/>\n'
           f'{geoms}    </body>\n')

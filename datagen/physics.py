@@ -60,13 +60,9 @@ def rollout(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, back
   raise ValueError(f"physics backend must be 'c' or 'mjx', got {backend!r}")
 
 
-def _yaw_quat(yaw):
-  return np.stack([np.cos(yaw / 2), np.zeros_like(yaw), np.zeros_like(yaw), np.sin(yaw / 2)], -1)
-
-
 def _initial_qpos_qvel(scene: scenes_lib.Scene, n: int) -> tuple[np.ndarray, np.ndarray]:
   """Free-joint qpos [7n] and qvel [6n] for the first n slots (qvel angular part is in the body frame)."""
-  qpos = np.concatenate([scene.position[:n], _yaw_quat(scene.yaw_rad[:n].astype(np.float64))], 1)
+  qpos = np.concatenate([scene.position[:n], scenes_lib.yaw_quat(scene.yaw_rad[:n])], 1)
   c, s = np.cos(scene.yaw_rad[:n]), np.sin(scene.yaw_rad[:n])
   w = scene.angular_velocity_rps[:n]
   w_body = np.stack([c * w[:, 0] + s * w[:, 1], -s * w[:, 0] + c * w[:, 1], w[:, 2]], 1)
@@ -137,12 +133,9 @@ class _Canonical:
   step_fn: object  # jitted (params [B], qpos0 [B], qvel0 [B]) -> per-frame arrays
 
 
-def _cfg_key(cfg: ml_collections.ConfigDict) -> str:
-  return mjcf.canonical_xml(cfg) + f"|{cfg.num_frames}|{cfg.fps}"
-
-
 @functools.lru_cache(maxsize=4)
-def _canonical(key: str, cfg_json: str) -> _Canonical:
+def _canonical(cfg_json: str) -> _Canonical:
+  """The compiled canonical model of a data config (given as JSON: hashable, so compiles are cached)."""
   from mujoco import mjx  # imported lazily: it pulls in its GPU backends' probes
   cfg = ml_collections.ConfigDict(json.loads(cfg_json))
   model = mujoco.MjModel.from_xml_string(mjcf.canonical_xml(cfg))
@@ -250,7 +243,7 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
 
 def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict) -> Trajectory:
   """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring)."""
-  canon = _canonical(_cfg_key(cfg), json.dumps(cfg.to_dict()))
+  canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True))
   params, qpos0, qvel0 = mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
   as_f32 = lambda x: jnp.asarray(x, jnp.float32)

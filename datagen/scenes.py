@@ -79,6 +79,13 @@ class Scene:
     return np.arange(self.shape.shape[0]) < self.num_objects
 
 
+def yaw_quat(yaw_rad) -> np.ndarray:
+  """Quaternions (w, x, y, z) [..., 4] of rotations by yaw_rad [...] about the world z axis."""
+  yaw_rad = np.asarray(yaw_rad, np.float64)
+  zero = np.zeros_like(yaw_rad)
+  return np.stack([np.cos(yaw_rad / 2), zero, zero, np.sin(yaw_rad / 2)], -1)
+
+
 def bounding_radius(shape: int, size: np.ndarray) -> float:
   """Radius of the object's footprint circle in the floor plane (any yaw)."""
   if shape == BOX:

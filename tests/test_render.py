@@ -14,7 +14,7 @@ from datagen import scenes
 
 def _render_still(scene, cfg):
   """One frame of `scene` at its initial pose."""
-  quat = np.stack([np.cos(scene.yaw_rad / 2), 0 * scene.yaw_rad, 0 * scene.yaw_rad, np.sin(scene.yaw_rad / 2)], -1)
+  quat = scenes.yaw_quat(scene.yaw_rad)
   rgb, ids, depth = render.render([scene], scene.position[None, None], quat[None, None], cfg)
   return rgb[0, 0], ids[0, 0], depth[0, 0]
 
@@ -77,8 +77,8 @@ def test_ids_and_distances_agree_with_mujoco_rays(tiny_cfg):
     _, ids, depth = _render_still(s, tiny_cfg)
     model = mujoco.MjModel.from_xml_string(mjcf.scene_xml(s, tiny_cfg))
     data = mujoco.MjData(model)
-    data.qpos[:] = np.concatenate([np.r_[s.position[k], np.cos(s.yaw_rad[k] / 2), 0, 0, np.sin(s.yaw_rad[k] / 2)]
-                                   for k in range(s.num_objects)])
+    n = s.num_objects
+    data.qpos[:] = np.concatenate([s.position[:n], scenes.yaw_quat(s.yaw_rad[:n])], 1).ravel()
     mujoco.mj_forward(model, data)
     obj_of_geom = {mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"geom{k}"): k + 1 for k in range(s.num_objects)}
     fx, fy, cx, cy = s.camera.intrinsics
