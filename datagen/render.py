@@ -147,28 +147,27 @@ def _solids(sc, position, quat):
 
 
 def _cast(origin, direction, solids, table_height):
-  """Nearest hit: t [R], solid index [R] (n_solids for the ground, -1 for nothing), normal [R,3]."""
+  """Nearest hit: t [R], solid index [R] (n_solids for the ground, -1 for nothing), point [R,3] and
+  normal [R,3] (world)."""
   t = intersect(origin, direction, *solids)
   k = jnp.argmin(t, -1)
   t_best = jnp.take_along_axis(t, k[:, None], -1)[:, 0]
-  centre, rotation, a, r2, slab, _ = solids
-  point = origin + jnp.where(jnp.isfinite(t_best), t_best, 0.0)[:, None] * direction
-  n_best = surface_normal(point, centre[k], rotation[k], a[k], r2[k], slab[k])
   dz = direction[:, 2]
   t_ground = jnp.where(dz < -1e-9, (-table_height - origin[:, 2]) / jnp.where(dz < -1e-9, dz, -1.0), _INF)
   ground = t_ground < t_best
-  n_solids = t.shape[1]
-  index = jnp.where(ground, n_solids, jnp.where(jnp.isfinite(t_best), k, -1))
   t_hit = jnp.minimum(t_best, t_ground)
+  point = origin + jnp.where(jnp.isfinite(t_hit), t_hit, 0.0)[:, None] * direction
+  centre, rotation, a, r2, slab, _ = solids
+  n_best = surface_normal(point, centre[k], rotation[k], a[k], r2[k], slab[k])  # unused where ground wins
+  index = jnp.where(ground, t.shape[1], jnp.where(jnp.isfinite(t_best), k, -1))
   n_hit = jnp.where(ground[:, None], jnp.array([0.0, 0.0, 1.0]), n_best)
-  return t_hit, index, n_hit
+  return t_hit, index, point, n_hit
 
 
-def _shade(sc, settings: Settings, origin, direction, solids, t, index, normal):
-  """RGB in [0, 1] of each hit (Lambert + ambient on the base colour, sky where nothing is hit)."""
+def _shade(sc, settings: Settings, solids, index, p, normal):
+  """RGB in [0, 1] of each hit at points p (Lambert + ambient on the base colour, sky where nothing is hit)."""
   n_obj = sc["shape"].shape[0]
   table, ground = n_obj, n_obj + 1
-  p = origin + jnp.where(jnp.isfinite(t), t, 0.0)[:, None] * direction
   tile = sc["tile_m"]
   grid = sc["texture"].shape[0]
   i = jnp.clip(jnp.floor((p[:, 0] + sc["table_half"][0]) / tile).astype(jnp.int32), 0, grid - 1)
@@ -199,12 +198,12 @@ def render_frame(sc: dict, position: jax.Array, quat: jax.Array, settings: Setti
   solids = _solids(sc, position, quat)
   cam = (sc["cam_rot"], sc["cam_pos"], sc["intrinsics"])
   origin, direction, depth_per_t = camera_rays(*cam, h, w, s)
-  t, index, normal = _cast(origin, direction, solids, sc["table_height"])
-  rgb = _shade(sc, settings, origin, direction, solids, t, index, normal)
+  t, index, point, normal = _cast(origin, direction, solids, sc["table_height"])
+  rgb = _shade(sc, settings, solids, index, point, normal)
   rgb = rgb.reshape(h, s, w, s, 3).mean((1, 3))
   if s > 1:  # ids and depth belong to the pixel centre
     origin, direction, depth_per_t = camera_rays(*cam, h, w, 1)
-    t, index, _ = _cast(origin, direction, solids, sc["table_height"])
+    t, index, _, _ = _cast(origin, direction, solids, sc["table_height"])
   n_obj = sc["shape"].shape[0]
   ids = jnp.where((index >= 0) & (index < n_obj), index + 1, 0).reshape(h, w)
   depth = jnp.where(jnp.isfinite(t), t * depth_per_t, settings.far_m).reshape(h, w)
