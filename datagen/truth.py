@@ -26,11 +26,15 @@ def silhouette_centroids(ids: np.ndarray, n_max: int) -> tuple[np.ndarray, np.nd
   """ids [T,H,W] -> centroid of each object's pixels [T,N,2] (x, y; NaN if absent), pixel count [T,N]."""
   t, h, w = ids.shape
   ys, xs = np.mgrid[0:h, 0:w] + 0.5
-  onehot = ids[..., None] == np.arange(1, n_max + 1)  # [T,H,W,N]
-  count = onehot.sum((1, 2))
+  # One pass over the pixels: bin each by (frame, id).
+  if ids.max(initial=0) > n_max:
+    raise ValueError(f"instance id {int(ids.max())} exceeds max_objects={n_max}")
+  key = (np.arange(t)[:, None, None] * (n_max + 1) + ids).ravel()
+  bins = lambda weights=None: np.bincount(key, weights, minlength=t * (n_max + 1)).reshape(t, n_max + 1)[:, 1:]
+  count = bins().astype(np.int64)
   with np.errstate(invalid="ignore", divide="ignore"):
-    cx = np.einsum("thwn,hw->tn", onehot, xs) / count
-    cy = np.einsum("thwn,hw->tn", onehot, ys) / count
+    cx = bins(np.broadcast_to(xs, ids.shape).ravel()) / count
+    cy = bins(np.broadcast_to(ys, ids.shape).ravel()) / count
   return np.stack([cx, cy], -1), count
 
 
