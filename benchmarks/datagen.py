@@ -40,8 +40,8 @@ def main():
   args = parser.parse_args()
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
-  print(f"| size | T x H x W | batch | backend | physics videos/s | render videos/s | engine videos/s |")
-  print(f"|---|---|---|---|---|---|---|")
+  print("| size | T x H x W | batch | backend | physics videos/s | render videos/s | engine videos/s |")
+  print("|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     cfg = data_configs.get_config(size)
     if args.batch_size:

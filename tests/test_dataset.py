@@ -9,7 +9,7 @@ from datagen import captions
 from datagen import engine
 from datagen import generate
 from datagen import kinemask_synth
-from datagen import truth
+from datagen import scenes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,6 +64,10 @@ def test_examples_follow_the_contract(tiny_dataset):
     mover = int(np.flatnonzero(ex["moving_at_start"])[0])
     caption = ex["caption"].decode()
     assert caption.startswith("A ") and caption.endswith(".")
+    # the caption opens with the controlled object's colour name (nearest palette entry to its RGB)
+    palette = np.array([rgb for _, rgb in scenes.PALETTE])
+    name = scenes.PALETTE[int(np.argmin(np.abs(palette - ex["color"][mover].astype(int)).sum(-1)))][0]
+    assert caption.split()[1] == name, (caption, name)
 
 
 def test_same_seed_bit_identical_examples(tiny_cfg):
