@@ -1,0 +1,96 @@
+"""Model configs: `get_config("tiny" | "small" | "base" | "large")`.
+
+Each size names the data size it trains on (configs/data.py), the video DiT, the diffusion objective and
+sampler, the optimizer, and the mesh with its logical sharding rules. The stage configs of the trainer
+build on these. `python -m kinemask_jax.model_info` prints every size's parameter count and FLOPs.
+
+| size  | data  | video      | patch | tokens | width | depth | heads | control blocks |
+| tiny  | tiny  | 8x32x32    | 2x4x4 | 256    | 64    | 4     | 4     | 2              |
+| small | small | 16x64x64   | 2x8x8 | 512    | 256   | 8     | 4     | 4              |
+| base  | base  | 24x128x128 | 2x8x8 | 3072   | 1024  | 16    | 8     | 4              |
+| large | base  | 24x128x128 | 2x8x8 | 3072   | 1536  | 24    | 12    | 6              |
+"""
+
+import ml_collections
+
+from configs import data as data_configs
+
+# data size, patch, width, depth, heads, n_control, text (width, depth, heads), batch size
+_SIZES = {
+    "tiny": ("tiny", (2, 4, 4), 64, 4, 4, 2, (64, 1, 4), 8),
+    "small": ("small", (2, 8, 8), 256, 8, 4, 4, (128, 2, 4), 8),
+    "base": ("base", (2, 8, 8), 1024, 16, 8, 4, (256, 2, 4), 16),
+    "large": ("base", (2, 8, 8), 1536, 24, 12, 6, (512, 4, 8), 16),
+}
+
+# Logical axis -> mesh axes. FSDP shards parameters' `embed` dimension and the batch; tensor parallelism
+# shards heads and MLP features.
+SHARDING_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("mlp", "tensor"),
+    ("kv", None),
+    ("length", None),
+    ("vocab", None),
+    ("patch", None),
+)
+
+
+SIZES = tuple(_SIZES)
+
+
+def get_config(arg: str = "small") -> ml_collections.ConfigDict:
+  """Returns the model config for size `arg`."""
+  if arg not in _SIZES:
+    raise ValueError(f"configs/model.py: unknown size {arg!r}; expected one of {sorted(_SIZES)}")
+  data_size, patch, width, depth, heads, n_control, (tw, td, th), batch = _SIZES[arg]
+  c = ml_collections.ConfigDict()
+  c.size = arg
+  c.data = data_configs.get_config(data_size)
+  c.batch_size = batch
+
+  m = c.model = ml_collections.ConfigDict()
+  m.patch = patch
+  m.width = width
+  m.depth = depth
+  m.heads = heads
+  m.mlp_ratio = 4.0
+  m.attention = "full"  # or "factorised": blocks alternate spatial and temporal attention
+  m.control = "controlnet"  # or "concat" (ablation), "none" (no velocity conditioning)
+  m.n_control = n_control
+  m.freeze_backbone = False  # train only the ControlNet (with a pretrained backbone)
+  m.prediction = "x"  # network outputs the clean video ("x") or the velocity ("v"); the loss is on velocity
+  m.min_time = 0.05  # floor of t when turning an x-prediction into a velocity
+  m.time_features = 256
+  m.dtype = "float32"  # compute dtype; "bfloat16" for accelerators (parameters stay float32)
+  m.remat = False  # recompute each block's activations in the backward pass
+  m.attention_impl = "auto"  # cuDNN flash attention on GPU in bf16, else XLA
+  m.text = ml_collections.ConfigDict(dict(width=tw, depth=td, heads=th, max_len=64))
+
+  c.conditioning = ml_collections.ConfigDict()
+  c.conditioning.v_max_mps = 2.0  # speed shown as full intensity in the velocity mask
+
+  d = c.diffusion = ml_collections.ConfigDict()
+  d.time_mean = 0.0  # logit-normal training times
+  d.time_std = 1.0
+  d.sampler = "euler"  # or "heun"
+  d.num_steps = 25
+  d.time_shift = 1.0
+  d.text_scale = 1.0
+  d.mask_scale = 1.0
+
+  o = c.optim = ml_collections.ConfigDict()
+  o.learning_rate = 3e-4
+  o.warmup_steps = 200
+  o.decay_steps = 10_000  # cosine decay length after warmup
+  o.weight_decay = 0.01
+  o.b1 = 0.9
+  o.b2 = 0.99
+  o.grad_clip = 1.0
+  o.ema_decay = 0.999
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = all remaining devices
+  c.sharding_rules = SHARDING_RULES
+  return c

@@ -1,0 +1,209 @@
+"""Image-to-video diffusion transformer with a velocity ControlNet and text cross-attention.
+
+Inputs of one call (B examples, video T x H x W, text length L):
+  x_t            [B,T,H,W,3]  noisy video at flow time t
+  t              [B]          flow time in [0, 1] (1 = pure noise)
+  first_frame    [B,H,W,3]    the clean conditioning image, in [-1, 1]
+  velocity_mask  [B,T,H,W,3]  KineMask velocity masks (kinemask_jax/velocity_mask.py), zero where absent
+  mask_present   [B,T]        1 for frames whose mask is given
+  text_ids       [B,L] int32, text_lengths [B] int32 (kinemask_jax/text.py)
+Output [B,T,H,W,3] float32: the clean video (`prediction="x"`) or the flow velocity ("v");
+kinemask_jax/diffusion.predict turns either into a velocity.
+
+How conditioning enters:
+- Image (as in I2V models): the clean first frame in frame 0 and zeros after it, plus an indicator channel
+  that is 1 on frame 0, concatenated channel-wise to x_t before the 3D patch embedding.
+- Velocity masks (`control="controlnet"`): the mask and `mask_present` (as a fourth channel) are patch-
+  embedded and added to the hidden states that enter a copy of the first `n_control` blocks; after backbone
+  block i the copy's output goes through a zero-initialised projection and is added to the backbone's hidden
+  states, so at initialisation the prediction does not depend on the mask. The copy starts from the
+  backbone's weights (ControlNet). `control="concat"` instead concatenates the four channels to the input
+  (ablation); `control="none"` ignores them (ablation: no velocity conditioning).
+- Text: token states from the text encoder through cross-attention in every block; the pooled text state
+  plus the timestep embedding drive adaLN-zero modulation.
+
+Attention is full spatio-temporal, or with `attention="factorised"` alternates between spatial (within a
+frame patch) and temporal (across frame patches at one spatial position) from block to block.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from kinemask_jax import sharding as shd
+from kinemask_jax import text as text_lib
+from kinemask_jax.model import layers
+
+Array = jax.Array
+CONTROL_MODES = ("controlnet", "concat", "none")
+ATTENTION_MODES = ("full", "factorised")
+IMAGE_CHANNELS = 3 + 3 + 1  # noisy video, first-frame condition, first-frame indicator
+MASK_CHANNELS = 3 + 1  # velocity (right, down, forward) and mask_present
+
+
+def patchify(x: Array, patch: tuple[int, int, int]) -> Array:
+  """[B,T,H,W,C] -> [B, (T/pt)(H/ph)(W/pw), pt*ph*pw*C], tokens in (time, row, column) order."""
+  b, t, h, w, c = x.shape
+  pt, ph, pw = patch
+  x = x.reshape(b, t // pt, pt, h // ph, ph, w // pw, pw, c)
+  x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7)
+  return x.reshape(b, (t // pt) * (h // ph) * (w // pw), pt * ph * pw * c)
+
+
+def unpatchify(x: Array, patch: tuple[int, int, int], grid: tuple[int, int, int], channels: int) -> Array:
+  """Inverse of `patchify`: [B, N, pt*ph*pw*C] -> [B,T,H,W,C]."""
+  b = x.shape[0]
+  (pt, ph, pw), (gt, gh, gw) = patch, grid
+  x = x.reshape(b, gt, gh, gw, pt, ph, pw, channels).transpose(0, 1, 4, 2, 5, 3, 6, 7)
+  return x.reshape(b, gt * pt, gh * ph, gw * pw, channels)
+
+
+class PatchEmbed(nnx.Module):
+  """3D patch embedding: non-overlapping pt x ph x pw patches of C channels -> width."""
+
+  def __init__(self, patch, channels: int, width: int, dtype, rngs: nnx.Rngs):
+    self.patch = tuple(patch)
+    self.proj = layers.Dense(int(np.prod(patch)) * channels, width, ("patch", shd.EMBED), dtype, rngs)
+
+  def __call__(self, x: Array) -> Array:
+    return self.proj(patchify(x, self.patch))
+
+
+class DiTBlock(nnx.Module):
+  """adaLN-zero block: self-attention, text cross-attention, MLP; attention over `mode` token groups."""
+
+  def __init__(self, width: int, heads: int, mlp_ratio: float, text_width: int, mode: str, dtype, impl: str,
+               rngs: nnx.Rngs):
+    self.mode = mode
+    self.norm1 = layers.norm(width, rngs, affine=False)
+    self.attn = layers.Attention(width, heads, dtype, impl, rngs)
+    self.norm_cross = layers.norm(width, rngs)
+    self.cross = layers.Attention(width, heads, dtype, impl, rngs, kv_width=text_width)
+    self.norm2 = layers.norm(width, rngs, affine=False)
+    self.mlp = layers.MLP(width, mlp_ratio, dtype, rngs)
+    self.modulation = layers.Dense(width, (6, width), (shd.EMBED, None, shd.MLP), dtype, rngs, zero=True)
+    self.dtype = dtype
+
+  def _self_attention(self, h: Array, grid: tuple[int, int, int]) -> Array:
+    b, n, d = h.shape
+    gt, gh, gw = grid
+    if self.mode == "spatial":
+      return self.attn(h.reshape(b * gt, gh * gw, d)).reshape(b, n, d)
+    if self.mode == "temporal":
+      h = h.reshape(b, gt, gh * gw, d).transpose(0, 2, 1, 3).reshape(b * gh * gw, gt, d)
+      y = self.attn(h)
+      return y.reshape(b, gh * gw, gt, d).transpose(0, 2, 1, 3).reshape(b, n, d)
+    return self.attn(h)
+
+  def __call__(self, x: Array, cond: Array, text: Array, text_lengths: Array, grid) -> Array:
+    shift1, scale1, gate1, shift2, scale2, gate2 = jnp.moveaxis(self.modulation(jax.nn.silu(cond)), 1, 0)
+    h = layers.modulate(self.norm1(x), shift1, scale1).astype(self.dtype)
+    x = x + gate1[:, None, :] * self._self_attention(h, grid)
+    x = x + self.cross(self.norm_cross(x).astype(self.dtype), text, text_lengths)
+    h = layers.modulate(self.norm2(x), shift2, scale2).astype(self.dtype)
+    x = x + gate2[:, None, :] * self.mlp(h)
+    return shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
+
+
+class VideoDiT(nnx.Module):
+  """The KineMask video diffusion transformer; `cfg` is the `model` section of a config (configs/model.py)."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    if cfg.control not in CONTROL_MODES:
+      raise ValueError(f"model.control must be one of {CONTROL_MODES}, got {cfg.control!r}")
+    if cfg.attention not in ATTENTION_MODES:
+      raise ValueError(f"model.attention must be one of {ATTENTION_MODES}, got {cfg.attention!r}")
+    n_control = cfg.n_control if cfg.control == "controlnet" else 0
+    if not 0 <= n_control <= cfg.depth:
+      raise ValueError(f"model.n_control must be in [0, depth={cfg.depth}], got {cfg.n_control}")
+    if cfg.prediction not in ("x", "v"):
+      raise ValueError(f"model.prediction must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
+    self.prediction = cfg.prediction
+    self.min_time = cfg.min_time
+    dtype = jnp.dtype(cfg.dtype)
+    width, tw = cfg.width, cfg.text.width
+    self.patch = tuple(cfg.patch)
+    self.control = cfg.control
+    self.remat = cfg.remat
+    self.dtype = dtype
+    self.text_encoder = text_lib.TextEncoder(
+        len(text_lib.caption_vocabulary()), cfg.text.max_len, tw, cfg.text.depth, cfg.text.heads, cfg.mlp_ratio, dtype,
+        cfg.attention_impl, rngs=rngs)
+    in_channels = IMAGE_CHANNELS + (MASK_CHANNELS if cfg.control == "concat" else 0)
+    self.embed = PatchEmbed(self.patch, in_channels, width, dtype, rngs)
+    self.time_mlp = nnx.Sequential(
+        layers.Dense(cfg.time_features, width, (None, shd.EMBED), dtype, rngs), jax.nn.silu,
+        layers.Dense(width, width, (shd.MLP, shd.EMBED), dtype, rngs))
+    self.time_features = cfg.time_features
+    self.text_pool = layers.Dense(tw, width, (None, shd.EMBED), dtype, rngs)
+    modes = [self._mode(cfg.attention, i) for i in range(cfg.depth)]
+    block = lambda mode: DiTBlock(width, cfg.heads, cfg.mlp_ratio, tw, mode, dtype, cfg.attention_impl, rngs)
+    self.blocks = nnx.List([block(m) for m in modes])
+    self.final_norm = layers.norm(width, rngs, affine=False)
+    self.final_modulation = layers.Dense(width, (2, width), (shd.EMBED, None, shd.MLP), dtype, rngs, zero=True)
+    self.final = layers.Dense(width, int(np.prod(self.patch)) * 3, (shd.EMBED, "patch"), dtype, rngs, zero=True)
+    self.n_control = n_control
+    if n_control:
+      self.control_embed = PatchEmbed(self.patch, MASK_CHANNELS, width, dtype, rngs)
+      self.control_blocks = nnx.List([block(m) for m in modes[:n_control]])
+      for copy, original in zip(self.control_blocks, self.blocks):
+        nnx.update(copy, jax.tree.map(jnp.copy, nnx.state(original)))
+      self.control_proj = nnx.List([layers.Dense(width, width, (shd.MLP, shd.EMBED), dtype, rngs, zero=True)
+                                    for _ in range(n_control)])
+
+  @staticmethod
+  def _mode(attention: str, i: int) -> str:
+    if attention == "full":
+      return "full"
+    return "spatial" if i % 2 == 0 else "temporal"
+
+  def _run(self, block: DiTBlock, *args) -> Array:
+    if self.remat:
+      return nnx.remat(lambda blk, *a: blk(*a), static_argnums=(5,))(block, *args)
+    return block(*args)
+
+  def __call__(self, x_t: Array, t: Array, first_frame: Array, velocity_mask: Array, mask_present: Array,
+               text_ids: Array, text_lengths: Array) -> Array:
+    b, nt, h, w, _ = x_t.shape
+    pt, ph, pw = self.patch
+    if nt % pt or h % ph or w % pw:
+      raise ValueError(f"video {nt}x{h}x{w} is not divisible by the patch {self.patch}")
+    grid = (nt // pt, h // ph, w // pw)
+    dtype = self.dtype
+    indicator = jnp.zeros((b, nt, h, w, 1), dtype).at[:, 0].set(1)
+    image = jnp.zeros((b, nt, h, w, 3), dtype).at[:, 0].set(first_frame.astype(dtype))
+    mask4 = jnp.concatenate([velocity_mask.astype(dtype),
+                             jnp.broadcast_to(mask_present.astype(dtype)[:, :, None, None, None],
+                                              (b, nt, h, w, 1))], axis=-1)
+    parts = [x_t.astype(dtype), image, indicator] + ([mask4] if self.control == "concat" else [])
+    pos = jnp.asarray(layers.position_embedding_3d(grid, self.embed.proj.kernel.shape[-1]), dtype)
+    x = shd.constrain(self.embed(jnp.concatenate(parts, axis=-1)) + pos, (shd.BATCH, shd.LENGTH, shd.EMBED))
+
+    text, pooled = self.text_encoder(text_ids, text_lengths)
+    t_emb = self.time_mlp(layers.sinusoid(t.astype(jnp.float32) * 1000.0, self.time_features).astype(dtype))
+    cond = t_emb + self.text_pool(pooled)
+
+    if self.n_control:
+      xc = x + self.control_embed(mask4)
+    for i, block in enumerate(self.blocks):
+      x = self._run(block, x, cond, text, text_lengths, grid)
+      if i < self.n_control:
+        xc = self._run(self.control_blocks[i], xc, cond, text, text_lengths, grid)
+        x = x + self.control_proj[i](xc)
+
+    shift, scale = jnp.moveaxis(self.final_modulation(jax.nn.silu(cond)), 1, 0)
+    y = self.final(layers.modulate(self.final_norm(x), shift, scale).astype(dtype))
+    return unpatchify(y.astype(jnp.float32), self.patch, grid, 3)
+
+
+def trainable_filter(cfg):
+  """nnx filter of the parameters that train: all of them, or only the ControlNet's with freeze_backbone."""
+  if cfg.freeze_backbone:
+    if cfg.control != "controlnet":
+      raise ValueError("model.freeze_backbone needs model.control='controlnet' (nothing else would train)")
+    return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("control_embed"), nnx.PathContains("control_blocks"),
+                                      nnx.PathContains("control_proj")))
+  return nnx.Param

@@ -1,0 +1,149 @@
+"""Train state and the jitted, sharded train step.
+
+The model is split once into a static graph definition and three pytrees: the parameters that train, the
+frozen ones (the backbone under `freeze_backbone`, else empty) and their EMA. A batch is a dict:
+  video          float32 [B,T,H,W,3] in [-1, 1]
+  velocity_mask  float32 [B,T,H,W,3], mask_present float32 [B,T]
+  text_ids       int32 [B,L], text_lengths int32 [B]
+the curriculum and the guidance dropout having been applied by the input pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from kinemask_jax import diffusion
+from kinemask_jax import sharding as shd
+from kinemask_jax.model import VideoDiT, trainable_filter
+
+BATCH_KEYS = ("video", "velocity_mask", "mask_present", "text_ids", "text_lengths")
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # nnx.State of the trained parameters
+  frozen: Any  # nnx.State of everything else in the model
+  ema: Any  # EMA of `params`
+  opt_state: Any
+  rng: jax.Array
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """AdamW with linear warmup then cosine decay, after global-norm gradient clipping."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, optim.learning_rate, max(optim.warmup_steps, 1), optim.warmup_steps + optim.decay_steps)
+  return optax.chain(optax.clip_by_global_norm(optim.grad_clip),
+                     optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
+
+
+def learning_rate(optim, step):
+  return optax.warmup_cosine_decay_schedule(
+      0.0, optim.learning_rate, max(optim.warmup_steps, 1), optim.warmup_steps + optim.decay_steps)(step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """Builds the train state and the jitted step for a config (configs/model.py), optionally on a mesh."""
+  config: Any
+  mesh: Mesh | None = None
+
+  def _model(self, seed: int) -> VideoDiT:
+    return VideoDiT(self.config.model, rngs=nnx.Rngs(seed))
+
+  @functools.cached_property
+  def graphdef(self):
+    return nnx.split(nnx.eval_shape(lambda: self._model(0)), trainable_filter(self.config.model), ...)[0]
+
+  def _init(self, seed) -> TrainState:
+    graphdef, params, frozen = nnx.split(self._model(seed), trainable_filter(self.config.model), ...)
+    del graphdef
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                      ema=jax.tree.map(jnp.copy, params), opt_state=make_optimizer(self.config.optim).init(params),
+                      rng=jax.random.key_data(jax.random.key(seed)))
+
+  def state_sharding(self, state: TrainState) -> TrainState:
+    """NamedShardings for a (possibly abstract) state: variables by their logical names, the rest replicated."""
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    def one(x):
+      if isinstance(x, nnx.Variable):
+        return shd.state_shardings(x, self.mesh, self.config.sharding_rules)
+      return replicated
+    return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+  def batch_sharding(self, batch: dict) -> dict:
+    return {k: shd.batch_sharding(self.mesh, self.config.sharding_rules, v.ndim, v.shape) for k, v in batch.items()}
+
+  def init(self, seed: int) -> TrainState:
+    """A fresh train state; on a mesh each array is created already sharded."""
+    if self.mesh is None:
+      return self._init(seed)
+    abstract = jax.eval_shape(lambda: self._init(seed))
+    with shd.activate(self.mesh, self.config.sharding_rules):
+      return jax.jit(lambda: self._init(seed), out_shardings=self.state_sharding(abstract))()
+
+  def loss(self, params, frozen, batch: dict, rng: jax.Array) -> jax.Array:
+    model = nnx.merge(self.graphdef, params, frozen)
+    cond = diffusion.Condition(batch["video"][:, 0], batch["velocity_mask"], batch["mask_present"],
+                               batch["text_ids"], batch["text_lengths"])
+    d = self.config.diffusion
+    return diffusion.loss(model, batch["video"], cond, rng, d.time_mean, d.time_std)
+
+  def _step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
+    step_rng = jax.random.fold_in(step_rng, state.step)
+    loss, grads = jax.value_and_grad(self.loss)(state.params, state.frozen, batch, step_rng)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = make_optimizer(self.config.optim).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = self.config.optim.ema_decay
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new = TrainState(step=state.step + 1, params=params, frozen=state.frozen, ema=ema, opt_state=opt_state,
+                     rng=jax.random.key_data(rng))
+    # A non-finite step leaves the state untouched; the caller sees `finite` and stops.
+    new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+    metrics = dict(loss=loss, grad_norm=grad_norm, finite=finite,
+                   learning_rate=learning_rate(self.config.optim, state.step))
+    return new, metrics
+
+  def jit_step(self, state: TrainState, batch: dict):
+    """The jitted train step (state, batch) -> (state, metrics) with explicit shardings; donates `state`."""
+    if self.mesh is None:
+      return jax.jit(self._step, donate_argnums=0)
+    state_sh = self.state_sharding(state)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    rules = self.config.sharding_rules
+
+    def step(state, batch):
+      with shd.activate(self.mesh, rules):
+        return self._step(state, batch)
+    return jax.jit(step, in_shardings=(state_sh, self.batch_sharding(batch)),
+                   out_shardings=(state_sh, replicated), donate_argnums=0)
+
+  def jit_loss_and_grads(self, state: TrainState, batch: dict):
+    """Jitted (state, batch, rng) -> (loss, grads) under this trainer's shardings (for checks)."""
+    fn = lambda s, b, r: jax.value_and_grad(self.loss)(s.params, s.frozen, b, r)
+    if self.mesh is None:
+      return jax.jit(fn)
+    state_sh = self.state_sharding(state)
+    replicated = NamedSharding(self.mesh, PartitionSpec())
+    rules = self.config.sharding_rules
+
+    def sharded(s, b, r):
+      with shd.activate(self.mesh, rules):
+        return fn(s, b, r)
+    return jax.jit(sharded, in_shardings=(state_sh, self.batch_sharding(batch), replicated),
+                   out_shardings=(replicated, state_sh.params))
+
+  def model(self, state: TrainState, use_ema: bool = True) -> VideoDiT:
+    """The model with the state's EMA (default) or raw parameters."""
+    return nnx.merge(self.graphdef, state.ema if use_ema else state.params, state.frozen)

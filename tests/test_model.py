@@ -1,0 +1,317 @@
+"""Video DiT, ControlNet, text path, velocity masks, diffusion and the train step, at tiny sizes."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import data as data_configs
+from configs import model as model_configs
+from datagen import captions, scenes
+from kinemask_jax import diffusion, step as step_lib, text, velocity_mask as vm
+from kinemask_jax.model import cost, dit
+
+B, T, H, W = 2, 8, 32, 32
+
+
+def tiny(**model_overrides):
+  c = model_configs.get_config("tiny")
+  c.model.update(model_overrides)
+  return c
+
+
+def make_batch(seed=0, b=B, t=T, h=H, w=W, smooth=True):
+  """A batch of moving-blob videos with non-trivial masks and captions."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.mgrid[:h, :w]
+  video = np.full((b, t, h, w, 3), -0.5, np.float32)
+  for i, f in itertools.product(range(b), range(t)):
+    cx, cy = 6 + 2 * f + 3 * i, h / 2
+    video[i, f, ..., i % 3] += 1.2 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 20.0)
+  if not smooth:
+    video = rng.uniform(-1, 1, video.shape).astype(np.float32)
+  ids, lens = text.Tokenizer(64).encode_batch(["a red ball rolls to the right and hits a blue cube"] * b)
+  return dict(video=jnp.asarray(video), velocity_mask=jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
+              mask_present=jnp.ones((b, t)), text_ids=jnp.asarray(ids), text_lengths=jnp.asarray(lens))
+
+
+def condition(batch):
+  return diffusion.Condition(batch["video"][:, 0], batch["velocity_mask"], batch["mask_present"],
+                             batch["text_ids"], batch["text_lengths"])
+
+
+def perturb(state, scale=0.05, seed=0, skip=lambda path: False):
+  """Random values in every parameter (except those whose path `skip` accepts) so zero-init is broken."""
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  keys = iter(jax.random.split(jax.random.key(seed), len(leaves)))
+  def one(path, x):
+    k = next(keys)
+    return x if skip(jax.tree_util.keystr(path)) else x + scale * jax.random.normal(k, x.shape, x.dtype)
+  return jax.tree_util.tree_map_with_path(one, state)
+
+
+# --- text ---------------------------------------------------------------------------------------------------
+
+def test_tokenizer_covers_every_caption_word_and_maps_unknown_words():
+  tok = text.Tokenizer(64)
+  cfg = data_configs.get_config("tiny")
+  rng = np.random.default_rng(0)
+  for seed in range(30):
+    scene = scenes.sample_scene(seed, cfg)
+    n = scene.num_objects
+    hits = tuple(range(1, n))[: 1 + seed % 3]
+    fates = tuple(list(captions.FATES)[(seed + j) % len(captions.FATES)] for j in range(len(hits)))
+    for outcome in (captions.Outcome(0, captions.DIRECTIONS[seed % 8], hits, fates, ("falls", "stops", "moves")[seed % 3]),
+                    captions.Outcome(0, captions.DIRECTIONS[seed % 8], (), (), ("falls", "stops", "moves")[seed % 3])):
+      caption = captions.render_caption(outcome, scene, rng)
+      ids, length = tok.encode(caption)
+      assert tok.unk_id not in ids[:length], caption
+      assert tok.decode(ids, length) == " ".join(text.words(caption))
+  ids, length = tok.encode("A zebra hits the red cube!")
+  assert length == 7 and ids[0] == 1 and ids[2] == tok.unk_id and (ids[length:] == 0).all()
+  ids, length = text.Tokenizer(4).encode("a red cube slides to the left")
+  assert length == 4 and ids.shape == (4,)
+  with pytest.raises(ValueError, match="max_len"):
+    text.Tokenizer(1)
+
+
+# --- velocity masks -----------------------------------------------------------------------------------------
+
+def test_velocity_mask_matches_a_per_pixel_reference():
+  rng = np.random.default_rng(3)
+  t, h, w, n = 3, 6, 7, 4
+  ids = rng.integers(0, n + 1, (t, h, w)).astype(np.uint8)
+  vel = rng.uniform(-3, 3, (t, n, 3)).astype(np.float32)
+  controlled = np.array([True, False, True, False])
+  got = np.asarray(vm.velocity_mask(ids, vel, controlled, v_max=2.0))
+  want = np.zeros((t, h, w, 3), np.float32)
+  for f, y, x in itertools.product(range(t), range(h), range(w)):
+    k = ids[f, y, x]
+    if k and controlled[k - 1]:
+      want[f, y, x] = np.clip(vel[f, k - 1] / 2.0, -1, 1)
+  np.testing.assert_allclose(got, want, atol=1e-7)
+  assert np.abs(got).max() == 1.0  # speeds above v_max are clipped
+  batched = np.asarray(vm.velocity_mask(np.stack([ids, ids]), np.stack([vel, -vel]), np.stack([controlled] * 2), 2.0))
+  np.testing.assert_allclose(batched[0], want, atol=1e-7)
+  np.testing.assert_allclose(batched[1], -want, atol=1e-7)
+  cut, present = vm.keep_first_frames(batched, jnp.array([1, 2]))
+  np.testing.assert_array_equal(np.asarray(present), [[1, 0, 0], [1, 1, 0]])
+  assert np.abs(np.asarray(cut)[0, 1:]).max() == 0 and np.abs(np.asarray(cut)[1, :2]).max() > 0
+  with pytest.raises(ValueError, match="v_max"):
+    vm.velocity_mask(ids, vel, controlled, 0.0)
+  with pytest.raises(ValueError, match="disagree"):
+    vm.velocity_mask(ids, vel[:2], controlled, 1.0)
+
+
+# --- model structure ----------------------------------------------------------------------------------------
+
+def test_patchify_inverse_and_position_embedding_for_any_grid():
+  x = jnp.arange(2 * 4 * 8 * 12 * 3, dtype=jnp.float32).reshape(2, 4, 8, 12, 3)
+  tokens = dit.patchify(x, (2, 4, 4))
+  assert tokens.shape == (2, 2 * 2 * 3, 2 * 4 * 4 * 3)
+  np.testing.assert_array_equal(dit.unpatchify(tokens, (2, 4, 4), (2, 2, 3), 3), x)
+  for grid in [(1, 2, 3), (4, 8, 8), (3, 5, 7)]:
+    emb = dit.layers.position_embedding_3d(grid, 64)
+    assert emb.shape == (int(np.prod(grid)), 64)
+    assert len(np.unique(emb.round(5), axis=0)) == emb.shape[0]  # every position distinct
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(attention="factorised"), dict(control="concat"),
+                                       dict(control="none")])
+def test_forward_shapes(overrides):
+  cfg = tiny(**overrides)
+  graphdef, state = nnx.split(dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0)))
+  predict = jit_predict(graphdef)
+  for t, h, w in [(T, H, W), (4, 16, 24)]:
+    batch = make_batch(b=1, t=t, h=h, w=w)
+    out = predict(state, batch["video"], jnp.array([0.5]), condition(batch))
+    assert out.shape == (1, t, h, w, 3) and out.dtype == jnp.float32
+    assert np.isfinite(np.asarray(out)).all()
+  with pytest.raises(ValueError, match="divisible"):
+    predict(state, jnp.zeros((1, 3, 32, 32, 3)), jnp.array([0.5]), condition(make_batch(b=1, t=3)))
+
+
+def test_bad_model_config_is_refused():
+  for field, value, match in [("control", "adapter", "model.control"), ("attention", "axial", "model.attention"),
+                              ("prediction", "eps", "model.prediction"), ("n_control", 9, "n_control")]:
+    with pytest.raises(ValueError, match=match):
+      dit.VideoDiT(tiny(**{field: value}).model, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="freeze_backbone"):
+    dit.trainable_filter(tiny(control="none", freeze_backbone=True).model)
+
+
+def jit_predict(graphdef):
+  return jax.jit(lambda state, x, t, c: diffusion.predict(nnx.merge(graphdef, state), x, t, c))
+
+
+def test_controlnet_is_zero_initialised():
+  """At init the prediction ignores the velocity mask (other parameters made non-trivial); not after."""
+  model = dit.VideoDiT(tiny().model, rngs=nnx.Rngs(0))
+  # The ControlNet copy starts from the backbone's weights.
+  np.testing.assert_array_equal(model.control_blocks[1].mlp.up.kernel[...], model.blocks[1].mlp.up.kernel[...])
+  graphdef, state = nnx.split(model)
+  predict = jit_predict(graphdef)
+  live = perturb(state, skip=lambda path: "control_proj" in path)
+  batch = make_batch()
+  cond = condition(batch)
+  other_mask = cond.replace(velocity_mask=-cond.velocity_mask, mask_present=jnp.zeros_like(cond.mask_present))
+  t = jnp.array([0.3, 0.7])
+  a = predict(live, batch["video"], t, cond)
+  np.testing.assert_allclose(predict(live, batch["video"], t, other_mask), a, atol=1e-6)
+  assert np.abs(np.asarray(predict(live, batch["video"] * 0.5, t, cond) - a)).max() > 1e-3
+  trained = perturb(state)
+  diff = predict(trained, batch["video"], t, other_mask) - predict(trained, batch["video"], t, cond)
+  assert np.abs(np.asarray(diff)).max() > 1e-3
+
+
+def test_guidance_scale_one_is_the_conditional_prediction():
+  graphdef, state = nnx.split(dit.VideoDiT(tiny().model, rngs=nnx.Rngs(1)))
+  state = perturb(state)
+  batch = make_batch()
+  cond, x, t = condition(batch), batch["video"], jnp.array([0.2, 0.9])
+
+  @jax.jit
+  def velocities(state, x, t, cond):
+    model = nnx.merge(graphdef, state)
+    return (diffusion.predict(model, x, t, cond),
+            diffusion.guided_velocity(model, x, t, cond, 1.0, 1.0, always_batch=True),
+            diffusion.guided_velocity(model, x, t, cond, 3.0, 2.0))
+  plain, guided, strong = velocities(state, x, t, cond)
+  np.testing.assert_allclose(guided, plain, rtol=1e-5, atol=1e-5)
+  assert np.abs(np.asarray(strong - plain)).max() > 1e-3
+  dropped = cond.drop(text=jnp.array([True, False]), mask=jnp.array([False, True]))
+  assert dropped.text_lengths.tolist() == [1, int(cond.text_lengths[1])]
+  assert int(dropped.text_ids[0, 1:].max()) == 0 and int(dropped.text_ids[0, 0]) == 1
+  assert float(jnp.abs(dropped.velocity_mask[1]).max()) == 0 and float(dropped.mask_present[1].max()) == 0
+  np.testing.assert_array_equal(dropped.velocity_mask[0], cond.velocity_mask[0])
+
+
+class _Oracle:
+  """A stand-in model that always predicts the same clean video (x-prediction)."""
+  prediction, min_time = "x", 0.05
+
+  def __init__(self, target):
+    self.target = target
+
+  def __call__(self, x_t, t, *cond):
+    return jnp.broadcast_to(self.target, x_t.shape)
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_sampler_reaches_the_predicted_video(method):
+  """Integrating an exact clean-video prediction must end on that video, for any number of steps."""
+  target = jnp.asarray(np.random.default_rng(0).uniform(-0.9, 0.9, (2, 4, 8, 8, 3)), jnp.float32)
+  cond = condition(make_batch(b=2, t=4, h=8, w=8))
+  for steps in (1, 3, 10):
+    out = jax.jit(lambda r: diffusion.sample(_Oracle(target), cond, r, target.shape, steps, method))(jax.random.key(0))
+    np.testing.assert_allclose(out, target, atol=1e-5)
+  grid = diffusion.time_grid(4, shift=3.0)
+  assert grid[0] == 1 and grid[-1] == 0 and (np.diff(grid) < 0).all() and grid[2] > 0.5
+  with pytest.raises(ValueError, match="method"):
+    diffusion.sample(_Oracle(target), cond, jax.random.key(0), target.shape, 2, "rk4")
+
+
+# --- cost -------------------------------------------------------------------------------------------------
+
+def test_flops_count_matches_xla_cost_analysis():
+  """The analytic matrix FLOPs are what XLA counts, less the elementwise work (within 15%)."""
+  for attention in ("full", "factorised"):
+    cfg = tiny(attention=attention)
+    graphdef, state = nnx.split(dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0)))
+    batch = make_batch(b=1)
+    fn = jax.jit(lambda s, x, c: diffusion.predict(nnx.merge(graphdef, s), x, jnp.array([0.5]), c))
+    analysis = fn.lower(state, batch["video"], condition(batch)).compile().cost_analysis()
+    xla = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+    ours = cost.forward_flops(cfg.model, T, H, W)
+    assert 0.85 * xla <= ours <= xla, (attention, ours, xla)
+  assert cost.param_count(tiny().model) == sum(x.size for x in jax.tree.leaves(state))
+
+
+# --- training ---------------------------------------------------------------------------------------------
+
+def test_overfits_one_batch():
+  """A tiny model memorises one batch (fixed noise and times): the loss falls at least 10x."""
+  cfg = tiny()
+  cfg.optim.update(learning_rate=3e-3, warmup_steps=10, decay_steps=110, weight_decay=0.0)
+  trainer = step_lib.Trainer(cfg)
+  state = trainer.init(0)
+  batch, rng = make_batch(), jax.random.key(1)
+  opt = step_lib.make_optimizer(cfg.optim)
+
+  @jax.jit
+  def update(params, opt_state):
+    loss, grads = jax.value_and_grad(trainer.loss)(params, state.frozen, batch, rng)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  params, opt_state = state.params, state.opt_state
+  losses = []
+  for _ in range(120):
+    params, opt_state, loss = update(params, opt_state)
+    losses.append(float(loss))
+  assert losses[-1] < losses[0] / 10, losses[::10]
+
+
+def test_train_step_updates_state_and_freeze_backbone_trains_only_the_controlnet():
+  batch = make_batch()
+  for freeze in (False, True):
+    trainer = step_lib.Trainer(tiny(freeze_backbone=freeze))
+    state = trainer.init(0)
+    if freeze:  # as if the backbone were pretrained: a zero final layer would pass no gradient back
+      state = state.replace(frozen=perturb(state.frozen))
+    before = jax.tree.map(np.asarray, (state.params, state.frozen))
+    step = trainer.jit_step(state, batch)
+    state, metrics = step(state, batch)
+    state, metrics = step(state, batch)
+    assert bool(metrics["finite"]) and float(metrics["loss"]) > 0 and int(state.step) == 2
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(state.params)]
+    assert all("control" in p for p in paths) == freeze
+    changed = {jax.tree_util.keystr(p) for (p, a), b in zip(jax.tree_util.tree_leaves_with_path(before[0]),
+                                                             jax.tree.leaves(state.params)) if not np.array_equal(a, b)}
+    # The zero-initialised output layer gets the first gradients; under a (trained) frozen backbone the
+    # ControlNet's zero projections do.
+    assert any(("control_proj" if freeze else "'final'") in p for p in changed), changed
+    for a, b in zip(jax.tree.leaves(before[1]), jax.tree.leaves(state.frozen)):
+      np.testing.assert_array_equal(a, b)
+    # The EMA moved, but only part of the way from the initial parameters.
+    flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+    old, new, ema = flat(before[0]), flat(state.params), flat(state.ema)
+    for path in changed:
+      assert 0 < np.abs(ema[path] - old[path]).max() < np.abs(new[path] - old[path]).max()
+
+
+def test_non_finite_step_leaves_the_state_unchanged():
+  trainer = step_lib.Trainer(tiny())
+  state = trainer.init(0)
+  batch = make_batch()
+  batch["video"] = batch["video"].at[0, 0, 0, 0, 0].set(jnp.nan)
+  before = jax.tree.map(np.asarray, state.params)
+  state, metrics = trainer.jit_step(state, batch)(state, batch)
+  assert not bool(metrics["finite"]) and int(state.step) == 0
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bf16_compute_and_rematerialisation():
+  batch = make_batch()
+  cond, t = condition(batch), jnp.array([0.4, 0.8])
+  graphdef, state = nnx.split(dit.VideoDiT(tiny().model, rngs=nnx.Rngs(0)))
+  state = perturb(state)
+  ref = diffusion.predict(nnx.merge(graphdef, state), batch["video"], t, cond)
+  half_graph = nnx.split(dit.VideoDiT(tiny(dtype="bfloat16").model, rngs=nnx.Rngs(0)))[0]
+  half = diffusion.predict(nnx.merge(half_graph, state), batch["video"], t, cond)
+  rel = float(jnp.linalg.norm(half - ref) / jnp.linalg.norm(ref))
+  assert rel < 3e-2, rel
+
+  def grads(remat):
+    trainer = step_lib.Trainer(tiny(remat=remat))
+    s = trainer.init(0)
+    return trainer.jit_loss_and_grads(s, batch)(s, batch, jax.random.key(0))
+  (l0, g0), (l1, g1) = grads(False), grads(True)
+  np.testing.assert_allclose(l0, l1, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
