@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 
-from datagen import physics
 from datagen import scenes as scenes_lib
+
+if typing.TYPE_CHECKING:  # physics imports MuJoCo, which the model side (captions -> text) does not need
+  from datagen import physics
 
 # Motion summaries used by captions.
 STOP_SPEED_MPS = 0.05
