@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One prepared GPU session for the model benchmark (run from the repo root on the lent GPU machine, with
-# flax and ml_collections wheels in .whl/). Logs go to $OUT (or ./gpu_out).
+# One prepared GPU session for the model benchmark, run from the repo root on a GPU machine. Wheels in .whl/
+# are installed first (there: ml_collections only; that machine's flax 0.12.10 matches its jax 0.11.2, while
+# flax 0.12.8, our CPU pin, does not import under jax 0.11). Logs go to $OUT (or ./gpu_out).
 set -uo pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
+rm -rf /tmp/site
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:.

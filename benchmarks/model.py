@@ -77,7 +77,7 @@ def bench(size: str, batch: int | None, dtype: str, remat: bool, repeats: int, a
                              data["text_lengths"])
 
   @jax.jit
-  def euler_step(params, frozen, x):
+  def euler_step(params, frozen, x, cond):
     model = nnx.merge(trainer.graphdef, params, frozen)
     v = diffusion.guided_velocity(model, x, jnp.full((x.shape[0],), 0.5), cond, 1.0, 1.0)
     return x - 0.04 * v
@@ -85,7 +85,7 @@ def bench(size: str, batch: int | None, dtype: str, remat: bool, repeats: int, a
   x = data["video"]
   rows = []
   for name, fn, flops in [("train step", train, cost.TRAIN_FACTOR * fwd * batch),
-                          ("sampling step", lambda: euler_step(holder["state"].params, holder["state"].frozen, x),
+                          ("sampling step", lambda: euler_step(holder["state"].params, holder["state"].frozen, x, cond),
                            fwd * batch)]:
     first, median = timed(fn, repeats)
     rows.append(dict(size=size, what=name, batch=batch, dtype=dtype, tokens=info["tokens"], params=info["params"],
