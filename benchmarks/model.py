@@ -41,6 +41,10 @@ def synthetic_batch(config, batch: int) -> dict:
               text_lengths=jnp.asarray(lengths))
 
 
+def out_of_memory(error: Exception) -> bool:
+  return isinstance(error, MemoryError) or any(s in str(error) for s in ("RESOURCE_EXHAUSTED", "Out of memory"))
+
+
 def timed(fn, repeats: int) -> tuple[float, float]:
   """(first call incl. compile, median of `repeats` later calls), in seconds."""
   t0 = time.perf_counter()
@@ -84,10 +88,17 @@ def bench(size: str, batch: int | None, dtype: str, remat: bool, repeats: int, a
 
   x = data["video"]
   rows = []
-  for name, fn, flops in [("train step", train, cost.TRAIN_FACTOR * fwd * batch),
-                          ("sampling step", lambda: euler_step(holder["state"].params, holder["state"].frozen, x, cond),
-                           fwd * batch)]:
-    first, median = timed(fn, repeats)
+  # Sampling first: a train step that runs out of memory may leave the donated state deleted.
+  for name, fn, flops in [("sampling step", lambda: euler_step(holder["state"].params, holder["state"].frozen, x, cond),
+                           fwd * batch),
+                          ("train step", train, cost.TRAIN_FACTOR * fwd * batch)]:
+    try:
+      first, median = timed(fn, repeats)
+    except jax.errors.JaxRuntimeError as e:
+      if not out_of_memory(e):
+        raise
+      rows.append(dict(size=size, what=name, batch=batch, oom=str(e).splitlines()[0][:100]))
+      continue
     rows.append(dict(size=size, what=name, batch=batch, dtype=dtype, tokens=info["tokens"], params=info["params"],
                      compile_s=first, step_s=median, tokens_per_s=batch * info["tokens"] / median,
                      tflops=flops / median / 1e12))
@@ -113,7 +124,16 @@ def main() -> None:
   print(head)
   print("|" + "---|" * (head.count("|") - 1), flush=True)
   for size in args.sizes.split(","):
-    for r in bench(size, args.batch, args.dtype, args.remat, args.repeats, args.attention):
+    try:
+      rows = bench(size, args.batch, args.dtype, args.remat, args.repeats, args.attention)
+    except (jax.errors.JaxRuntimeError, MemoryError) as e:
+      if not out_of_memory(e):
+        raise
+      rows = [dict(size=size, what="train state", batch=args.batch, oom=str(e).splitlines()[0][:100])]
+    for r in rows:
+      if "oom" in r:
+        print(f"| {size} | {r['what']} | {r['batch']} | out of memory: {r['oom']} |", flush=True)
+        continue
       line = (f"| {r['size']} | {r['what']} | {r['batch']} | {r['dtype']} | {r['tokens']} | {r['params'] / 1e6:.1f} M "
               f"| {r['compile_s']:.1f} | {r['step_s']:.4f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.3f} |")
       if peak:

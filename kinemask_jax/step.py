@@ -37,17 +37,17 @@ class TrainState:
   rng: jax.Array
 
 
-def make_optimizer(optim) -> optax.GradientTransformation:
-  """AdamW with linear warmup then cosine decay, after global-norm gradient clipping."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, optim.learning_rate, max(optim.warmup_steps, 1), optim.warmup_steps + optim.decay_steps)
-  return optax.chain(optax.clip_by_global_norm(optim.grad_clip),
-                     optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay))
-
-
-def learning_rate(optim, step):
+def learning_rate_schedule(optim) -> optax.Schedule:
+  """Linear warmup from 0 over `warmup_steps`, then cosine decay to 0 over `decay_steps`."""
   return optax.warmup_cosine_decay_schedule(
-      0.0, optim.learning_rate, max(optim.warmup_steps, 1), optim.warmup_steps + optim.decay_steps)(step)
+      0.0, optim.learning_rate, max(optim.warmup_steps, 1), optim.warmup_steps + optim.decay_steps)
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+  """AdamW on the schedule above, after global-norm gradient clipping."""
+  return optax.chain(optax.clip_by_global_norm(optim.grad_clip),
+                     optax.adamw(learning_rate_schedule(optim), b1=optim.b1, b2=optim.b2,
+                                 weight_decay=optim.weight_decay))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +112,7 @@ class Trainer:
     # A non-finite step leaves the state untouched; the caller sees `finite` and stops.
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = dict(loss=loss, grad_norm=grad_norm, finite=finite,
-                   learning_rate=learning_rate(self.config.optim, state.step))
+                   learning_rate=learning_rate_schedule(self.config.optim)(state.step))
     return new, metrics
 
   def jit_step(self, state: TrainState, batch: dict):
