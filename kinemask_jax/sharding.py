@@ -128,8 +128,6 @@ def state_shardings(state, mesh: Mesh, rules: Rules):
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: Mesh, rules: Rules, ndim: int, shape: Sequence[int] | None = None) -> NamedSharding:
-  """Sharding of an input array whose leading dimension is the batch (the rest replicated)."""
-  names = (BATCH,) + (None,) * (ndim - 1)
-  shape = shape if shape is not None else (math.prod(mesh.shape[a] for a in MESH_AXES),) + (1,) * (ndim - 1)
-  return NamedSharding(mesh, spec_for(names, shape, mesh, rules))
+def batch_sharding(mesh: Mesh, rules: Rules, shape: Sequence[int]) -> NamedSharding:
+  """Sharding of an input array of `shape` whose leading dimension is the batch (the rest replicated)."""
+  return NamedSharding(mesh, spec_for((BATCH,) + (None,) * (len(shape) - 1), shape, mesh, rules))

@@ -24,9 +24,6 @@ from kinemask_jax import diffusion
 from kinemask_jax import sharding as shd
 from kinemask_jax.model import VideoDiT, trainable_filter
 
-BATCH_KEYS = ("video", "velocity_mask", "mask_present", "text_ids", "text_lengths")
-
-
 @struct.dataclass
 class TrainState:
   step: jax.Array
@@ -64,8 +61,7 @@ class Trainer:
     return nnx.split(nnx.eval_shape(lambda: self._model(0)), trainable_filter(self.config.model), ...)[0]
 
   def _init(self, seed) -> TrainState:
-    graphdef, params, frozen = nnx.split(self._model(seed), trainable_filter(self.config.model), ...)
-    del graphdef
+    _, params, frozen = nnx.split(self._model(seed), trainable_filter(self.config.model), ...)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                       ema=jax.tree.map(jnp.copy, params), opt_state=make_optimizer(self.config.optim).init(params),
                       rng=jax.random.key_data(jax.random.key(seed)))
@@ -80,7 +76,7 @@ class Trainer:
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
   def batch_sharding(self, batch: dict) -> dict:
-    return {k: shd.batch_sharding(self.mesh, self.config.sharding_rules, v.ndim, v.shape) for k, v in batch.items()}
+    return {k: shd.batch_sharding(self.mesh, self.config.sharding_rules, v.shape) for k, v in batch.items()}
 
   def init(self, seed: int) -> TrainState:
     """A fresh train state; on a mesh each array is created already sharded."""
@@ -115,34 +111,29 @@ class Trainer:
                    learning_rate=learning_rate_schedule(self.config.optim)(state.step))
     return new, metrics
 
-  def jit_step(self, state: TrainState, batch: dict):
-    """The jitted train step (state, batch) -> (state, metrics) with explicit shardings; donates `state`."""
+  def _jit(self, fn, in_shardings, out_shardings, **kwargs):
+    """jax.jit of `fn`; on a mesh with the given shardings (callables) and the mesh's rules active."""
     if self.mesh is None:
-      return jax.jit(self._step, donate_argnums=0)
-    state_sh = self.state_sharding(state)
-    replicated = NamedSharding(self.mesh, PartitionSpec())
+      return jax.jit(fn, **kwargs)
     rules = self.config.sharding_rules
 
-    def step(state, batch):
+    def sharded(*args):
       with shd.activate(self.mesh, rules):
-        return self._step(state, batch)
-    return jax.jit(step, in_shardings=(state_sh, self.batch_sharding(batch)),
-                   out_shardings=(state_sh, replicated), donate_argnums=0)
+        return fn(*args)
+    return jax.jit(sharded, in_shardings=in_shardings(), out_shardings=out_shardings(), **kwargs)
+
+  def jit_step(self, state: TrainState, batch: dict):
+    """The jitted train step (state, batch) -> (state, metrics) with explicit shardings; donates `state`."""
+    replicated = lambda: NamedSharding(self.mesh, PartitionSpec())
+    return self._jit(self._step, lambda: (self.state_sharding(state), self.batch_sharding(batch)),
+                     lambda: (self.state_sharding(state), replicated()), donate_argnums=0)
 
   def jit_loss_and_grads(self, state: TrainState, batch: dict):
     """Jitted (state, batch, rng) -> (loss, grads) under this trainer's shardings (for checks)."""
-    fn = lambda s, b, r: jax.value_and_grad(self.loss)(s.params, s.frozen, b, r)
-    if self.mesh is None:
-      return jax.jit(fn)
-    state_sh = self.state_sharding(state)
-    replicated = NamedSharding(self.mesh, PartitionSpec())
-    rules = self.config.sharding_rules
-
-    def sharded(s, b, r):
-      with shd.activate(self.mesh, rules):
-        return fn(s, b, r)
-    return jax.jit(sharded, in_shardings=(state_sh, self.batch_sharding(batch), replicated),
-                   out_shardings=(replicated, state_sh.params))
+    replicated = lambda: NamedSharding(self.mesh, PartitionSpec())
+    return self._jit(lambda s, b, r: jax.value_and_grad(self.loss)(s.params, s.frozen, b, r),
+                     lambda: (self.state_sharding(state), self.batch_sharding(batch), replicated()),
+                     lambda: (replicated(), self.state_sharding(state).params))
 
   def model(self, state: TrainState, use_ema: bool = True) -> VideoDiT:
     """The model with the state's EMA (default) or raw parameters."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 
 def velocity_mask(instance_ids, velocity_cam, controlled, v_max: float):
@@ -53,7 +52,3 @@ def keep_first_frames(mask, k):
   present = (jnp.arange(t) < jnp.asarray(k)[..., None]).astype(jnp.float32)
   return mask * present[..., None, None, None], present
 
-
-def to_rgb(mask) -> np.ndarray:
-  """Visualisation: uint8 image(s) with zero velocity at mid-grey and +-1 at 0 / 255 per channel."""
-  return np.asarray(jnp.clip(jnp.round(127.5 + 127.5 * jnp.asarray(mask)), 0, 255)).astype(np.uint8)
