@@ -52,6 +52,9 @@ class Trainer:
   """Builds the train state and the jitted step for a config (configs/model.py), optionally on a mesh."""
   config: Any
   mesh: Mesh | None = None
+  # Optional (batch, step, rng) -> (model batch, extra metrics), run inside the jitted step (the input
+  # pipeline's conditioning: kinemask_jax/data.model_batch).
+  prepare: Any = None
 
   def _model(self, seed: int) -> VideoDiT:
     return VideoDiT(self.config.model, rngs=nnx.Rngs(seed))
@@ -96,6 +99,10 @@ class Trainer:
   def _step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
     step_rng = jax.random.fold_in(step_rng, state.step)
+    extra = {}
+    if self.prepare is not None:
+      prepare_rng, step_rng = jax.random.split(step_rng)
+      batch, extra = self.prepare(batch, state.step, prepare_rng)
     loss, grads = jax.value_and_grad(self.loss)(state.params, state.frozen, batch, step_rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = make_optimizer(self.config.optim).update(grads, state.opt_state, state.params)
@@ -108,7 +115,7 @@ class Trainer:
     # A non-finite step leaves the state untouched; the caller sees `finite` and stops.
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = dict(loss=loss, grad_norm=grad_norm, finite=finite,
-                   learning_rate=learning_rate_schedule(self.config.optim)(state.step))
+                   learning_rate=learning_rate_schedule(self.config.optim)(state.step), **extra)
     return new, metrics
 
   def _jit(self, fn, in_shardings, out_shardings, **kwargs):

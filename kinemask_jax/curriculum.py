@@ -1,0 +1,36 @@
+"""The two-stage curriculum: how many frames keep their velocity mask, and guidance dropout.
+
+Stage 1 keeps every frame's mask (k = T). Stage 2 keeps the first k frames, with k moving linearly from T
+to 1 over `anneal_steps` (rounded up, so the last step of the ramp reaches 1), and with probability
+`floor_prob` per example k = 1, the inference case, from the first step on. Both are pure functions of the
+step and a key, so a resumed run draws the same k as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def scheduled_k(step, num_frames: int, stage: int, anneal_steps: int):
+  """The schedule's k at `step` (int32 scalar): T in stage 1; T -> 1 over anneal_steps in stage 2."""
+  if stage not in (1, 2):
+    raise ValueError(f"stage must be 1 or 2, got {stage}")
+  if stage == 1:
+    return jnp.asarray(num_frames, jnp.int32)
+  progress = jnp.clip(jnp.asarray(step, jnp.float32) / max(anneal_steps, 1), 0.0, 1.0)
+  return jnp.ceil(num_frames - (num_frames - 1) * progress - 1e-6).astype(jnp.int32)
+
+
+def sample_k(step, rng: jax.Array, batch: int, num_frames: int, stage: int, anneal_steps: int,
+             floor_prob: float) -> jax.Array:
+  """Per-example k int32 [batch] in [1, T]: the scheduled k, or 1 with probability floor_prob."""
+  floor = jax.random.bernoulli(rng, floor_prob, (batch,))
+  return jnp.where(floor, 1, scheduled_k(step, num_frames, stage, anneal_steps)).astype(jnp.int32)
+
+
+def guidance_dropout(rng: jax.Array, batch: int, drop_text_prob: float, drop_mask_prob: float):
+  """(drop_text, drop_mask) bool [batch], independent per example."""
+  rng_t, rng_m = jax.random.split(rng)
+  return (jax.random.bernoulli(rng_t, drop_text_prob, (batch,)),
+          jax.random.bernoulli(rng_m, drop_mask_prob, (batch,)))
