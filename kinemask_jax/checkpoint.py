@@ -2,7 +2,8 @@
 
 Items per step, under WORKDIR/checkpoints/<step>/: `state` (step, trained and frozen parameters, optimizer
 state, key), `ema` (the EMA parameters), `data` (the grain iterator's state) and `config` (the run's config
-as JSON). Orbax writes each checkpoint under a temporary name and renames it when complete, so a run killed
+as JSON). Every process has read the same number of batches from its own slice, so process 0's iterator
+state (what JsonSave writes) holds for all. Orbax writes each checkpoint under a temporary name and renames it when complete, so a run killed
 mid-save resumes from the last complete one.
 """
 

@@ -179,12 +179,17 @@ def test_two_processes_train_together_and_restore(tiny_dataset, tmp_path):
       assert p.returncode == 0, stderr[-3000:]
     return outs
 
+  def final_losses(outs):
+    lines = [line for stdout, _ in outs for line in stdout.splitlines() if line.startswith("final metrics")]
+    assert len(lines) == 2, outs
+    return [dict(kv.split("=") for kv in line[len("final metrics: "):].split(", "))["loss"] for line in lines]
+
   outs = launch(3, port)
-  finals = [line for stdout, _ in outs for line in stdout.splitlines() if line.startswith("final metrics")]
-  assert len(finals) == 2 and finals[0] == finals[1], finals
+  first = final_losses(outs)
+  assert first[0] == first[1]
   assert "3" in os.listdir(os.path.join(workdir, "checkpoints"))
   outs = launch(4, _free_port())
   assert all("resumed from" in stdout and "at step 3" in stdout for stdout, _ in outs)
-  finals = [line for stdout, _ in outs for line in stdout.splitlines() if line.startswith("final metrics")]
-  assert finals[0] == finals[1]
+  second = final_losses(outs)
+  assert second[0] == second[1]
   assert sorted(read_losses(workdir)) == [1, 2, 3, 4]
