@@ -89,7 +89,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   o.b1 = 0.9
   o.b2 = 0.99
   o.grad_clip = 1.0
-  o.ema_decay = 0.999
+  o.ema_decay = 0.999  # reached after warm-up: decay = min(ema_decay, (1 + step) / (10 + step))
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = all remaining devices

@@ -107,7 +107,9 @@ class Trainer:
     grad_norm = optax.global_norm(grads)
     updates, opt_state = make_optimizer(self.config.optim).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    decay = self.config.optim.ema_decay
+    # EMA warm-up: early on the average follows the parameters closely, so that a short run's EMA is not
+    # still mostly the (zero-output) initialisation.
+    decay = jnp.minimum(self.config.optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
     ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = TrainState(step=state.step + 1, params=params, frozen=state.frozen, ema=ema, opt_state=opt_state,

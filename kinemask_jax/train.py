@@ -73,7 +73,7 @@ def _write_samples(path: str, generated: np.ndarray, truth: np.ndarray, fps: flo
   top = np.concatenate(list(generated), axis=2)
   bottom = np.concatenate(list(truth), axis=2)
   frames = np.concatenate([top, bottom], axis=1)
-  scale = max(1, 192 // frames.shape[1])
+  scale = max(1, 384 // frames.shape[1])
   images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
   images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
