@@ -68,14 +68,18 @@ class _Decode(grain.transforms.Map):
     return out
 
 
+def _source(config, split: str):
+  import tensorflow_datasets as tfds
+  return tfds.builder_from_directory(ensure_dataset(config)).as_data_source(split)
+
+
 def make_dataset(config, split: str, seed: int, epochs: int | None = None) -> grain.IterDataset:
   """Shuffled, repeated, process-sharded batches of raw examples (per-process batch) as a grain IterDataset.
 
   The shuffle is a global permutation over `epochs` repetitions of the split (enough for the run by default);
   process p takes every P-th element, so processes see disjoint examples.
   """
-  import tensorflow_datasets as tfds
-  source = tfds.builder_from_directory(ensure_dataset(config)).as_data_source(split)
+  source = _source(config, split)
   processes = jax.process_count()
   if config.batch_size % processes:
     raise ValueError(f"batch_size {config.batch_size} is not divisible by the {processes} processes")
@@ -90,8 +94,7 @@ def make_dataset(config, split: str, seed: int, epochs: int | None = None) -> gr
 
 def first_examples(config, split: str, n: int) -> dict:
   """The first `n` examples of `split` (fewer if it is smaller) as one raw batch of numpy arrays."""
-  import tensorflow_datasets as tfds
-  source = tfds.builder_from_directory(ensure_dataset(config)).as_data_source(split)
+  source = _source(config, split)
   decode = _Decode(text.Tokenizer(config.model.text.max_len))
   examples = [decode.map(source[i]) for i in range(min(n, len(source)))]
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]} if examples else {}

@@ -43,12 +43,7 @@ def _initialize_distributed(config) -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def _model_fields(config_dict: dict) -> dict:
-  """The parts of a config that fix parameter shapes (compared against init_from's)."""
-  return {k: config_dict[k] for k in ("model",)}
-
-
-def _load_init_from(config, trainer: step_lib.Trainer, state: step_lib.TrainState) -> step_lib.TrainState:
+def _load_init_from(config, state: step_lib.TrainState) -> step_lib.TrainState:
   """Parameters and EMA of the latest checkpoint of the stage-1 run config.init_from; fresh optimizer."""
   source = config.init_from
   if not os.path.isdir(source):
@@ -58,9 +53,10 @@ def _load_init_from(config, trainer: step_lib.Trainer, state: step_lib.TrainStat
     stored = ckpts.restore(state, items=("config",))
   except FileNotFoundError as e:
     raise TrainingError(f"--config.init_from={source}: {e}") from e
-  ours, theirs = _model_fields(json.loads(config.to_json())), _model_fields(stored["config"])
+  # The model section fixes the parameter shapes; everything else may differ between the stages.
+  ours, theirs = json.loads(config.to_json())["model"], stored["config"]["model"]
   if ours != theirs:
-    diff = {k: (theirs["model"].get(k), v) for k, v in ours["model"].items() if theirs["model"].get(k) != v}
+    diff = {k: (theirs.get(k), v) for k, v in ours.items() if theirs.get(k) != v}
     raise TrainingError(f"--config.init_from={source} holds an incompatible model (field: (theirs, ours)): {diff}")
   restored = ckpts.restore(state, step=stored["step"], items=("state", "ema"))["state"]
   logging.info("initialised from %s step %d (parameters and EMA; fresh optimizer)", source, stored["step"])
@@ -120,7 +116,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     train_iter.set_state(restored["data"])
     print(f"resumed from {ckpts.directory} at step {latest}", flush=True)
   elif config.init_from:
-    state = _load_init_from(config, trainer, state)
+    state = _load_init_from(config, state)
   elif config.stage == 2:
     logging.warning("stage 2 without --config.init_from: training from scratch (the curriculum starts stage 2 "
                     "from a stage-1 run)")
