@@ -1,0 +1,100 @@
+"""Tracker and metrics against the simulator's truth (independent of the tracker: silhouettes from the ids)."""
+
+import numpy as np
+import pytest
+
+from kinemask_jax import baselines, metrics, tracking
+
+
+def test_tracker_recovers_simulator_centroids_and_areas(tiny_examples):
+  errors, area_errors, missed, shown = [], [], 0, 0
+  for e in tiny_examples:
+    n = int(e["num_objects"])
+    masks = tracking.masks_from_ids(e["instance_ids"][0], n)
+    tr = tracking.track(e["video"], masks)
+    vis = e["visible"][:, :n] & masks.any((1, 2))[None]  # tracked from frame 0, so visible there
+    missed += int((vis & ~tr.found).sum())
+    shown += int(vis.sum())
+    ok = vis & tr.found
+    errors.append(np.linalg.norm(tr.centroid - e["centroid_px"][:, :n], axis=-1)[ok])
+    truth_area = np.stack([(e["instance_ids"] == k + 1).sum((1, 2)) for k in range(n)], -1)
+    area_errors.append((np.abs(tr.area - truth_area) / np.maximum(truth_area, 1))[ok])
+  errors = np.concatenate(errors)
+  assert shown > 50 and missed / shown < 0.02
+  assert errors.mean() < 0.5, f"mean centroid error {errors.mean():.3f} px"
+  assert np.concatenate(area_errors).mean() < 0.05
+
+
+def test_tracker_reads_colours_from_the_reference_frame(tiny_examples):
+  e = tiny_examples[0]
+  masks = tracking.masks_from_ids(e["instance_ids"][0], int(e["num_objects"]))
+  grey = np.full_like(e["video"], 128)
+  assert not tracking.track(grey, masks, e["video"][0]).found.any()
+  assert tracking.track(e["video"], masks, e["video"][0]).found[0].all()
+  with pytest.raises(ValueError, match="reference_frame"):
+    tracking.track(e["video"], masks, e["video"][0, :8])
+  with pytest.raises(ValueError, match="video"):
+    tracking.track(e["video"].astype(np.float32), masks)
+
+
+def test_psnr_and_ssim():
+  rng = np.random.default_rng(0)
+  video = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+  other = video.copy()
+  other[1:] = np.clip(other[1:].astype(int) + 5, 0, 255).astype(np.uint8)
+  mse = np.mean((other[1:].astype(float) - video[1:]) ** 2)
+  assert metrics.psnr(other, video) == pytest.approx(10 * np.log10(255 ** 2 / mse), rel=1e-3)
+  assert metrics.ssim(video, video) == pytest.approx(1.0)
+  noisy = np.clip(video.astype(int) + rng.normal(0, 40, video.shape), 0, 255).astype(np.uint8)
+  assert metrics.ssim(noisy, video) < 0.9
+  # Frame 0 is the given image: it never counts.
+  changed0 = video.copy()
+  changed0[0] = 0
+  assert metrics.psnr(changed0, video) == 100.0
+
+
+def test_spearman_and_hit_objects():
+  assert metrics.spearman([1, 2, 3], [2, 5, 9]) == pytest.approx(1.0)
+  assert metrics.spearman([1, 2, 3], [9, 5, 2]) == pytest.approx(-1.0)
+  assert metrics.spearman([1, 2, 3], [0, 0, 0]) == 0.0
+  rows = np.array([[3, 1, 2], [5, 2, 4], [-1, -1, -1]])
+  assert metrics.hit_objects(rows, 5).tolist() == [True, True, False, True, False]
+
+
+def test_scores_of_truth_and_of_the_baselines(tiny_examples):
+  threshold = 0.04 * tiny_examples[0]["video"].shape[2]
+  truth = metrics.summarize([metrics.score_video(e["video"], e, threshold) for e in tiny_examples])
+  assert truth["motion_error_px"] == 0.0 and truth["vanished_fraction"] == 0.0
+  assert truth["psnr"] == 100.0 and truth["ssim"] == pytest.approx(1.0)
+  if truth["hit_objects"]:
+    assert truth["interaction_recall"] == 1.0
+  copy = metrics.summarize([metrics.score_video(baselines.copy_first_frame(e), e, threshold)
+                            for e in tiny_examples])
+  assert copy["motion_error_px"] > 0.5
+  if copy["hit_objects"]:
+    assert copy["interaction_recall"] == 0.0 and copy["interaction_f1"] == 0.0
+  assert copy["still_fraction"] == 1.0
+
+
+def test_constant_velocity_moves_the_pushed_object_along_its_velocity(tiny_examples):
+  fps = 8.0
+  for e in tiny_examples:
+    k = int(np.argmax(e["moving_at_start"]))
+    if not (e["instance_ids"][0] == k + 1).sum() >= 4:
+      continue
+    video = baselines.constant_velocity(e, fps)
+    du, dv = baselines.image_velocity_px(e, k, e["velocity_cam"][0, k])
+    tr = tracking.track(video, tracking.masks_from_ids(e["instance_ids"][0], int(e["num_objects"])))
+    t = 2
+    if not tr.found[t, k]:
+      continue
+    moved = tr.centroid[t, k] - tr.centroid[0, k]
+    # Whole-pixel shifts of the sprite, partly covered by nothing else: within a pixel of the projection.
+    assert np.allclose(moved, [round(du * t / fps), round(dv * t / fps)], atol=1.0)
+    # The projection points the way the simulator's centroid goes over the first frame (friction slows the
+    # object, so the simulator's step is shorter).
+    truth = e["centroid_px"][1, k] - e["centroid_px"][0, k]
+    predicted = np.array([du, dv]) / fps
+    if np.linalg.norm(truth) > 1.0:
+      assert truth @ predicted / (np.linalg.norm(truth) * np.linalg.norm(predicted)) > 0.8
+      assert 0.5 < np.linalg.norm(predicted) / np.linalg.norm(truth) < 2.0
