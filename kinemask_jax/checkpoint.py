@@ -31,8 +31,11 @@ class Checkpoints:
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     if read_only and not os.path.isdir(directory):
       raise FileNotFoundError(f"no checkpoints under {workdir} (expected {directory})")
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=not read_only,
-                                           create=not read_only, read_only=read_only)
+    if read_only:
+      options = ocp.CheckpointManagerOptions(max_to_keep=None, save_interval_steps=0, read_only=True,
+                                             enable_async_checkpointing=False, create=False)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.directory = directory
     self.manager = ocp.CheckpointManager(directory, item_names=ITEMS, options=options)
 
@@ -64,6 +67,14 @@ class Checkpoints:
       out["state"] = out["state"].replace(ema=out.pop("ema"))
     out["step"] = step
     return out
+
+  def restore_config(self, step: int | None = None) -> tuple[dict, int]:
+    """The run's config (a dict, as saved) at `step` (default: latest), and that step."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+    restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return restored["config"], step
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

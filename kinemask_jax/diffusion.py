@@ -119,11 +119,13 @@ def time_grid(num_steps: int, shift: float = 1.0) -> np.ndarray:
 
 def sample(model, cond: Condition, rng: Array, video_shape: tuple[int, ...], num_steps: int,
            method: str = "euler", text_scale: float = 1.0, mask_scale: float = 1.0,
-           shift: float = 1.0) -> Array:
+           shift: float = 1.0, noise: Array | None = None) -> Array:
   """Integrates the flow ODE from noise to a video [B,T,H,W,3] in [-1, 1].
 
   `method` is "euler" (one model call per step) or "heun" (two, except the last step, which is Euler).
-  Call it inside jax.jit; the steps run in a lax.scan.
+  The starting noise is `noise` when given (e.g. drawn per example, so that an example's video does not
+  depend on the rest of the batch), else drawn from `rng`. Call it inside jax.jit; the steps run in a
+  lax.scan.
   """
   if method not in ("euler", "heun"):
     raise ValueError(f"sampler method must be 'euler' or 'heun', got {method!r}")
@@ -141,6 +143,6 @@ def sample(model, cond: Condition, rng: Array, video_shape: tuple[int, ...], num
     x_heun = x + (t_next - t) * 0.5 * (v + v_next)
     return jnp.where(t_next > 0, x_heun, x_euler), None
 
-  x1 = jax.random.normal(rng, video_shape, jnp.float32)
+  x1 = jax.random.normal(rng, video_shape, jnp.float32) if noise is None else noise
   x0, _ = jax.lax.scan(step, x1, (ts[:-1], ts[1:]))
   return jnp.clip(x0, -1.0, 1.0)

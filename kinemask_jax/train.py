@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from kinemask_jax import checkpoint as ckpt_lib, data, diffusion, sharding as shd, step as step_lib
+from kinemask_jax import checkpoint as ckpt_lib, data, diffusion, media, sharding as shd, step as step_lib
 from kinemask_jax.model import cost
 
 
@@ -65,13 +65,9 @@ def _load_init_from(config, state: step_lib.TrainState) -> step_lib.TrainState:
 
 def _write_samples(path: str, generated: np.ndarray, truth: np.ndarray, fps: float) -> None:
   """A GIF of generated videos (top) above their ground truth (bottom), examples side by side."""
-  from PIL import Image
   top = np.concatenate(list(generated), axis=2)
   bottom = np.concatenate(list(truth), axis=2)
-  frames = np.concatenate([top, bottom], axis=1)
-  scale = max(1, 384 // frames.shape[1])
-  images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST) for f in frames]
-  images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+  media.save_gif(path, np.concatenate([top, bottom], axis=1), fps, target_height=384)
 
 
 def _sampler(config, trainer: step_lib.Trainer):

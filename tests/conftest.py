@@ -22,3 +22,30 @@ def tiny_dataset(tmp_path_factory):
   cfg = data_configs.get_config("tiny")
   cfg.batch_size = 8
   return generate.generate(cfg, out, 6, backend="c")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_dataset, tmp_path_factory):
+  """A tiny stage-2 workdir trained for 2 steps on the session's tiny dataset (API and evaluation tests)."""
+  from configs import stage2
+  from kinemask_jax import train
+  workdir = str(tmp_path_factory.mktemp("tiny_run"))
+  c = stage2.get_config("tiny")
+  c.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
+  c.train.update(dict(steps=2, log_every=1, checkpoint_every=2, sample_every=0))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_examples(tiny_dataset):
+  """Every example of the session's tiny dataset (all splits) as dicts of numpy arrays."""
+  import numpy as np
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(tiny_dataset)
+  out = []
+  for split in ("train", "validation", "test"):
+    source = builder.as_data_source(split)
+    out.extend({k: (v.decode() if isinstance(v, bytes) else np.asarray(v)) for k, v in source[i].items()}
+               for i in range(len(source)))
+  return out

@@ -1,0 +1,342 @@
+"""Sampling API: an image, the objects to push and their velocities -> a video.
+
+  from kinemask_jax import KineMaskPipeline
+  pipe = KineMaskPipeline.from_checkpoint("runs/stage2")
+  result = pipe.generate(image, object_mask, velocity=(0.8, -0.3), seed=0)
+  result.video  # uint8 [T,H,W,3]
+
+Units: a velocity is in metres per second in the camera frame, (right, down, forward), the dataset's
+`velocity_cam`. Two components (right, down) are completed with the forward component of motion along the
+table top, seen from the middle of the data's camera elevations; `velocity_from_arrow` turns an arrow drawn
+on the image into such a velocity. Only frame 0's velocity is given, as at the end of the curriculum.
+
+Images of another size than the model's are resized (bilinear; masks nearest) with a warning, and the video
+comes out at the model's size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from kinemask_jax import checkpoint as ckpt_lib, diffusion, step as step_lib, text, velocity_mask as vm
+
+
+class InputError(ValueError):
+  """An argument of the sampling API that cannot be used; the message names it."""
+
+
+class CheckpointError(RuntimeError):
+  """A workdir without a usable KineMask video-model checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationResult:
+  """What `KineMaskPipeline.generate` returns.
+
+  video: uint8 [T,H,W,3] ([B,T,H,W,3] for a batched call); prompt: the text used (a list when batched);
+  first_frame: uint8 [H,W,3] (or [B,...]) the conditioning image at the model's size; object_masks: bool
+  [K,H,W] (or a list of them) at the model's size; velocities: float32 [K,3] (or a list) in m/s, camera frame.
+  """
+  video: np.ndarray
+  prompt: str | list[str]
+  first_frame: np.ndarray
+  object_masks: np.ndarray | list[np.ndarray]
+  velocities: np.ndarray | list[np.ndarray]
+
+
+def _config_from_json(d: dict) -> ml_collections.ConfigDict:
+  def tuples(x):  # JSON turned the config's tuples into lists
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    if isinstance(x, list):
+      return tuple(tuples(v) for v in x)
+    return x
+  return ml_collections.ConfigDict(tuples(d))
+
+
+class KineMaskPipeline:
+  """A trained KineMask video model (its EMA weights) ready to sample; see the module docstring."""
+
+  def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None):
+    self.config = config
+    self.step = step
+    self._trainer = step_lib.Trainer(config)
+    self._ema, self._frozen = ema, frozen
+    self.tokenizer = text.Tokenizer(config.model.text.max_len)
+    self._sample = jax.jit(self._sample_fn, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
+
+  @classmethod
+  def from_checkpoint(cls, workdir: str, step: int | None = None) -> "KineMaskPipeline":
+    """Loads the EMA weights of the latest (or the given) checkpoint of a training workdir."""
+    if not os.path.isdir(workdir):
+      raise CheckpointError(f"workdir {workdir!r}: no such directory (expected a kinemask_jax.train workdir)")
+    try:
+      ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
+      stored, step = ckpts.restore_config(step)
+    except FileNotFoundError as e:
+      raise CheckpointError(f"workdir {workdir!r}: {e}") from e
+    except (ValueError, KeyError) as e:
+      raise CheckpointError(f"workdir {workdir!r}: cannot read the config of checkpoint {step}: {e}") from e
+    missing = [k for k in ("model", "data", "diffusion", "conditioning") if k not in stored]
+    if missing or "control" not in stored.get("model", {}):
+      raise CheckpointError(f"workdir {workdir!r}: not a KineMask video-model checkpoint (its config lacks "
+                            f"{missing or ['model.control']})")
+    config = _config_from_json(stored)
+    trainer = step_lib.Trainer(config)
+    template = jax.eval_shape(lambda: trainer._init(0))
+    try:
+      state = ckpts.restore(template, step, items=("state", "ema"))["state"]
+    except Exception as e:  # orbax reports shape and structure mismatches with several exception types
+      raise CheckpointError(f"workdir {workdir!r}: checkpoint {step} does not match the model its config "
+                            f"describes: {type(e).__name__}: {e}") from e
+    return cls(config, state.ema, state.frozen, step)
+
+  # -- shapes and units -------------------------------------------------------------------------------
+  @property
+  def video_shape(self) -> tuple[int, int, int, int]:
+    """(T, H, W, 3) of the generated videos."""
+    d = self.config.data
+    return (d.num_frames, d.height, d.width, 3)
+
+  @property
+  def fps(self) -> float:
+    return float(self.config.data.fps)
+
+  def _nominal_camera(self) -> tuple[float, float, float]:
+    """(focal length px, object depth m, elevation rad): the middle of the data engine's camera ranges."""
+    s = self.config.data.scene
+    focal = (self.config.data.width / 2) / math.tan(math.radians(s.camera_fov_deg) / 2)
+    return focal, float(np.mean(s.camera_distance_m)), math.radians(float(np.mean(s.camera_elevation_deg)))
+
+  def complete_velocity(self, velocity) -> np.ndarray:
+    """(right, down) or (right, down, forward) m/s -> float32 [3]; see the module docstring."""
+    v = np.asarray(velocity, np.float64).reshape(-1)
+    if v.size == 2:
+      _, _, elevation = self._nominal_camera()
+      v = np.array([v[0], v[1], -v[1] / math.tan(elevation)])  # on the table: further away = up the image
+    return v.astype(np.float32)
+
+  def velocity_from_arrow(self, start_xy, end_xy, image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A camera-frame velocity float32 [3] (m/s) from an arrow drawn on the image.
+
+    The arrow goes from the object (start_xy, pixels) to where it would be one second later if nothing
+    stopped it (end_xy). image_size (H, W) is the size of the image the arrow was drawn on (default: the
+    model's). Approximate: it assumes the object at the typical camera distance and moving on the table.
+    """
+    h, w = image_size or self.video_shape[1:3]
+    focal, depth, _ = self._nominal_camera()
+    dx = (end_xy[0] - start_xy[0]) * self.config.data.width / w
+    dy = (end_xy[1] - start_xy[1]) * self.config.data.height / h
+    return self.complete_velocity((dx * depth / focal, dy * depth / focal))
+
+  def arrow_from_velocity(self, velocity) -> tuple[float, float]:
+    """Inverse of `velocity_from_arrow` at the model's size: the pixel displacement (dx, dy) in one second."""
+    focal, depth, _ = self._nominal_camera()
+    v = self.complete_velocity(velocity)
+    return float(v[0] * focal / depth), float(v[1] * focal / depth)
+
+  # -- validation ---------------------------------------------------------------------------------------
+  def _image(self, image, name: str) -> np.ndarray:
+    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL
+      if image.mode != "RGB":
+        raise InputError(f"{name}: expected an RGB image, got a PIL image in mode {image.mode!r} "
+                         f"(convert it with .convert('RGB'))")
+      image = np.asarray(image)
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+      raise InputError(f"{name}: expected dtype uint8 (values 0-255), got {image.dtype}")
+    if image.ndim != 3 or image.shape[-1] != 3:
+      raise InputError(f"{name}: expected shape [H,W,3] (RGB), got {image.shape}")
+    return image
+
+  def _mask(self, mask, shape: tuple[int, int], name: str) -> np.ndarray:
+    if hasattr(mask, "mode") and hasattr(mask, "size"):
+      mask = np.asarray(mask)
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+      if mask.dtype.kind not in "iu" or not np.isin(mask, (0, 1)).all():
+        raise InputError(f"{name}: expected a bool mask [H,W] (or integers 0/1), got {mask.dtype} with values "
+                         f"{np.unique(mask)[:5].tolist()}")
+      mask = mask.astype(bool)
+    if mask.ndim != 2:
+      raise InputError(f"{name}: expected shape [H,W], got {mask.shape}")
+    if mask.shape != shape:
+      raise InputError(f"{name}: shape {mask.shape} differs from the image's {shape}")
+    if not mask.any():
+      raise InputError(f"{name}: the mask is empty (no pixel selects the object)")
+    return mask
+
+  def _velocity(self, velocity, name: str) -> np.ndarray:
+    try:
+      v = np.asarray(velocity, np.float64)
+    except (TypeError, ValueError) as e:
+      raise InputError(f"{name}: expected 2 or 3 numbers (m/s, camera frame), got {velocity!r}") from e
+    if v.shape not in ((2,), (3,)):
+      raise InputError(f"{name}: expected 2 (right, down) or 3 (right, down, forward) numbers in m/s, got shape "
+                       f"{v.shape}")
+    if not np.isfinite(v).all():
+      raise InputError(f"{name}: must be finite, got {v.tolist()}")
+    v = self.complete_velocity(v)
+    v_max = self.config.conditioning.v_max_mps
+    if np.abs(v).max() > v_max * (1 + 1e-6):
+      raise InputError(f"{name}: {[round(float(x), 3) for x in v]} m/s has a component beyond the model's range of "
+                       f"+-{v_max} m/s (conditioning.v_max_mps; the mask would clip it)")
+    return v
+
+  def _resize(self, image: np.ndarray, masks: list[np.ndarray], name: str):
+    h, w = self.video_shape[1:3]
+    if image.shape[:2] == (h, w):
+      return image, masks
+    from PIL import Image
+    warnings.warn(f"{name}: size {image.shape[:2]} differs from the model's {(h, w)}; resizing the image "
+                  f"(bilinear) and the masks (nearest)", stacklevel=3)
+    image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    resized = []
+    for i, m in enumerate(masks):
+      r = np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)) > 127
+      if not r.any():
+        raise InputError(f"object_mask[{i}] of {name}: the object vanishes when resized to {(h, w)}")
+      resized.append(r)
+    return image, resized
+
+  def _example(self, image, object_mask, velocity, where: str):
+    """One input -> (image [H,W,3], masks [K,H,W], velocities [K,3]) at the model's size, validated."""
+    image = self._image(image, f"image{where}")
+    many = isinstance(object_mask, (list, tuple))
+    masks = list(object_mask) if many else [object_mask]
+    if not masks:
+      raise InputError(f"object_mask{where}: an empty list (give at least one object)")
+    vels = list(velocity) if many else [velocity]
+    if many and (not isinstance(velocity, (list, tuple)) or len(vels) != len(masks)):
+      raise InputError(f"velocity{where}: with {len(masks)} object masks give a list of {len(masks)} velocities, "
+                       f"got {velocity!r}")
+    masks = [self._mask(m, image.shape[:2], f"object_mask{where}" + (f"[{i}]" if many else ""))
+             for i, m in enumerate(masks)]
+    vels = [self._velocity(v, f"velocity{where}" + (f"[{i}]" if many else "")) for i, v in enumerate(vels)]
+    overlap = np.sum(masks, axis=0) > 1
+    if overlap.any():
+      raise InputError(f"object_mask{where}: the masks overlap at {int(overlap.sum())} pixels (one object each)")
+    image, masks = self._resize(image, masks, f"image{where}")
+    return image, np.stack(masks), np.stack(vels)
+
+  def _prompt(self, prompt, where: str) -> str:
+    if prompt is None:
+      return ""
+    if not isinstance(prompt, str):
+      raise InputError(f"prompt{where}: expected a string, got {type(prompt).__name__}")
+    unknown = sorted({w for w in text.words(prompt) if w not in self.tokenizer.vocabulary})
+    if unknown:
+      warnings.warn(f"prompt{where}: words outside the caption vocabulary read as <unk>: {unknown}", stacklevel=3)
+    return prompt
+
+  # -- sampling -----------------------------------------------------------------------------------------
+  def _sample_fn(self, ema, frozen, first_frame, ids0, velocities, text_ids, text_lengths, noise, *,
+                 num_steps, method, text_scale, mask_scale):
+    model = nnx.merge(self._trainer.graphdef, ema, frozen)
+    b, t = noise.shape[:2]
+    # Frame 0's ids and velocities; later frames carry no mask (mask_present 0), as at inference.
+    ids = jnp.zeros((b, t) + ids0.shape[1:], ids0.dtype).at[:, 0].set(ids0)
+    vel = jnp.broadcast_to(velocities[:, None], (b, t) + velocities.shape[1:])
+    controlled = jnp.ones(velocities.shape[:2], bool)
+    mask = vm.velocity_mask(ids, vel, controlled, self.config.conditioning.v_max_mps)
+    mask, present = vm.keep_first_frames(mask, jnp.ones((b,), jnp.int32))
+    cond = diffusion.Condition(diffusion.to_model_space(first_frame), mask, present, text_ids, text_lengths)
+    x = diffusion.sample(model, cond, None, noise.shape, num_steps, method, text_scale, mask_scale,
+                         self.config.diffusion.time_shift, noise=noise)
+    return diffusion.to_uint8(x)
+
+  def generate(self, image, object_mask, velocity, prompt: str | Sequence[str] | None = None,
+               num_steps: int | None = None, seed: int = 0, text_scale: float | None = None,
+               mask_scale: float | None = None, method: str | None = None) -> GenerationResult:
+    """Generates the video of `image` with the masked object(s) set moving at `velocity`.
+
+    image: uint8 [H,W,3] (numpy or PIL RGB); object_mask: bool [H,W], or a list of masks (one per object)
+    with `velocity` a list of the same length; velocity: (right, down[, forward]) m/s in the camera frame.
+    Batched: give image as a list of images (or a uint8 [B,H,W,3] array) and object_mask, velocity and
+    prompt as lists of the per-image entries. prompt: a scene description, None or "" for none.
+    num_steps, text_scale, mask_scale, method (euler | heun): the sampler, default from the config.
+    seed: example i's noise is drawn from fold_in(key(seed), i), so results do not depend on the batch size.
+    """
+    batched = isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4)
+    if batched:
+      n = len(image)
+      for name, value in (("object_mask", object_mask), ("velocity", velocity)):
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+          raise InputError(f"{name}: with a batch of {n} images give a list of {n} entries, got {type(value).__name__}"
+                           + (f" of length {len(value)}" if isinstance(value, (list, tuple)) else ""))
+      prompts = prompt if isinstance(prompt, (list, tuple)) else [prompt] * n
+      if len(prompts) != n:
+        raise InputError(f"prompt: with a batch of {n} images give {n} prompts (or one string), got {len(prompts)}")
+      examples = [self._example(image[i], object_mask[i], velocity[i], f"[{i}]") for i in range(n)]
+      prompts = [self._prompt(p, f"[{i}]") for i, p in enumerate(prompts)]
+    else:
+      examples = [self._example(image, object_mask, velocity, "")]
+      prompts = [self._prompt(prompt, "")]
+    d = self.config.diffusion
+    num_steps = d.num_steps if num_steps is None else num_steps
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+      raise InputError(f"num_steps: expected a positive integer, got {num_steps!r}")
+    method = method or d.sampler
+    if method not in ("euler", "heun"):
+      raise InputError(f"method: expected 'euler' or 'heun', got {method!r}")
+    videos = self._run(examples, prompts, int(num_steps), method, int(seed),
+                       d.text_scale if text_scale is None else float(text_scale),
+                       d.mask_scale if mask_scale is None else float(mask_scale))
+    frames = [e[0] for e in examples]
+    masks = [e[1] for e in examples]
+    vels = [e[2] for e in examples]
+    if batched:
+      return GenerationResult(videos, prompts, np.stack(frames), masks, vels)
+    return GenerationResult(videos[0], prompts[0], frames[0], masks[0], vels[0])
+
+  def _run(self, examples, prompts, num_steps, method, seed, text_scale, mask_scale) -> np.ndarray:
+    k_max = max(e[1].shape[0] for e in examples)
+    b = len(examples)
+    t, h, w, c = self.video_shape
+    ids0 = np.zeros((b, h, w), np.int32)
+    velocities = np.zeros((b, k_max, 3), np.float32)
+    for i, (_, masks, vels) in enumerate(examples):
+      for k, m in enumerate(masks):
+        ids0[i][m] = k + 1
+      velocities[i, :len(vels)] = vels  # padding objects have no pixels, so their zero velocity is unused
+    text_ids, text_lengths = self.tokenizer.encode_batch(prompts)
+    key = jax.random.key(seed)
+    noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, i), (t, h, w, c), jnp.float32) for i in range(b)])
+    frames = np.stack([e[0] for e in examples])
+    out = self._sample(self._ema, self._frozen, frames, ids0, velocities, text_ids, text_lengths, noise,
+                       num_steps=num_steps, method=method, text_scale=text_scale, mask_scale=mask_scale)
+    return np.asarray(jax.device_get(out))
+
+
+
+def mask_from_point(image, x: int, y: int, max_chroma_distance: float = 0.06,
+                    max_saturation_ratio: float = 0.35) -> np.ndarray:
+  """The object under pixel (x, y) as a bool mask [H,W]: a colour flood fill (our stand-in for SAM).
+
+  Grows 4-connected from (x, y) over pixels whose chromaticity is within `max_chroma_distance` of the seed's
+  and whose saturation is within `max_saturation_ratio` (relative) of it, so shading does not stop the fill
+  but the table does.
+  """
+  from scipy import ndimage
+  from kinemask_jax import tracking
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+    raise InputError(f"image: expected uint8 [H,W,3], got {image.dtype} {image.shape}")
+  h, w = image.shape[:2]
+  if not (0 <= x < w and 0 <= y < h):
+    raise InputError(f"point: ({x}, {y}) lies outside the {w}x{h} image")
+  chroma, sat, _ = tracking.chromaticity(image)
+  close = np.linalg.norm(chroma - chroma[y, x], axis=-1) <= max_chroma_distance
+  close &= np.abs(sat - sat[y, x]) <= max_saturation_ratio * max(sat[y, x], 1e-3)
+  labels, _ = ndimage.label(close)
+  return labels == labels[y, x]

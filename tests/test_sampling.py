@@ -1,0 +1,212 @@
+"""Sampling API and CLI on a tiny checkpoint: round trip, batching, seeds, every bad input, evaluation."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import evaluate as evaluate_configs
+from kinemask_jax import CheckpointError, InputError, KineMaskPipeline, evaluate, mask_from_point, sample
+
+STEPS = 2  # sampler steps: the tests check plumbing, not quality
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint):
+  return KineMaskPipeline.from_checkpoint(tiny_checkpoint)
+
+
+def _input(example):
+  k = int(np.argmax(example["moving_at_start"]))
+  return example["video"][0], example["instance_ids"][0] == k + 1, example["velocity_cam"][0, k]
+
+
+def test_generate_round_trip(pipe, tiny_examples):
+  image, mask, velocity = _input(tiny_examples[0])
+  result = pipe.generate(image, mask, velocity, prompt="a red ball rolls left", num_steps=STEPS, seed=0)
+  assert result.video.shape == pipe.video_shape and result.video.dtype == np.uint8
+  assert result.prompt == "a red ball rolls left"
+  assert np.array_equal(result.first_frame, image) and result.object_masks.shape == (1,) + mask.shape
+  again = pipe.generate(Image.fromarray(image), mask, velocity, prompt="a red ball rolls left",
+                        num_steps=STEPS, seed=0)
+  assert np.array_equal(again.video, result.video)  # PIL input, same seed: same video
+
+
+
+def test_seed_sets_the_noise(pipe, tiny_examples):
+  """Different seeds give different videos (on perturbed weights: a 2-step model ignores its input)."""
+  import jax
+  leaves, treedef = jax.tree.flatten(pipe._ema)
+  keys = jax.random.split(jax.random.key(0), len(leaves))
+  ema = jax.tree.unflatten(treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  noisy = KineMaskPipeline(pipe.config, ema, pipe._frozen)
+  image, mask, velocity = _input(tiny_examples[0])
+  a, b, a2 = (noisy.generate(image, mask, velocity, num_steps=STEPS, seed=s).video for s in (0, 1, 0))
+  assert np.array_equal(a, a2) and np.abs(a.astype(int) - b).mean() > 1.0
+
+
+def test_batched_generation_matches_single_calls(pipe, tiny_examples):
+  inputs = [_input(e) for e in tiny_examples[:2]]
+  batch = pipe.generate([i[0] for i in inputs], [i[1] for i in inputs], [i[2] for i in inputs],
+                        prompt=["", "a cube"], num_steps=STEPS, seed=3)
+  assert batch.video.shape == (2,) + pipe.video_shape and batch.prompt == ["", "a cube"]
+  for i, (image, mask, velocity) in enumerate(inputs):
+    single = pipe.generate(image, mask, velocity, prompt=batch.prompt[i], num_steps=STEPS, seed=3)
+    if i == 0:  # example i's noise comes from (seed, i): only example 0 matches a single call
+      assert np.abs(single.video.astype(int) - batch.video[i]).max() <= 2
+
+
+def test_several_objects_and_two_component_velocities(pipe, tiny_examples):
+  e = tiny_examples[0]
+  masks = [e["instance_ids"][0] == k + 1 for k in range(int(e["num_objects"]))
+           if (e["instance_ids"][0] == k + 1).any()][:2]
+  result = pipe.generate(e["video"][0], masks, [(0.5, 0.2), (-0.3, 0.0, 0.1)], num_steps=STEPS)
+  assert result.velocities.shape == (2, 3)
+  # (right, down) on the table: moving down the image comes towards the camera.
+  assert result.velocities[0, 2] < 0 and result.velocities[1, 2] == pytest.approx(0.1)
+
+
+def test_two_component_velocity_matches_the_data(pipe, tiny_examples):
+  """The forward component inferred from (right, down) has the simulator's sign for table-top motion."""
+  agree = total = 0
+  for e in tiny_examples:
+    for k in np.flatnonzero(e["moving_at_start"]):
+      v = e["velocity_cam"][0, k]
+      if abs(v[1]) > 0.2:
+        total += 1
+        agree += np.sign(pipe.complete_velocity(v[:2])[2]) == np.sign(v[2])
+  assert total and agree == total
+
+
+def test_arrow_round_trip(pipe):
+  v = pipe.velocity_from_arrow((10, 12), (22, 7))
+  assert pipe.arrow_from_velocity(v) == pytest.approx((12.0, -5.0), abs=1e-4)
+  # The same arrow on an image twice as large is half as fast.
+  h, w = pipe.video_shape[1:3]
+  half = pipe.velocity_from_arrow((20, 24), (44, 14), image_size=(2 * h, 2 * w))
+  assert half[:2] == pytest.approx(v[:2], abs=1e-6)
+
+
+def test_other_image_sizes_are_resized_with_a_warning(pipe, tiny_examples):
+  image, mask, velocity = _input(tiny_examples[0])
+  big = np.repeat(np.repeat(image, 2, 0), 2, 1)
+  big_mask = np.repeat(np.repeat(mask, 2, 0), 2, 1)
+  with pytest.warns(UserWarning, match="resizing"):
+    result = pipe.generate(big, big_mask, velocity, num_steps=STEPS)
+  assert result.video.shape == pipe.video_shape and np.array_equal(result.object_masks[0], mask)
+
+
+def _bad_inputs(image, mask, velocity):
+  rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], -1)
+  return {
+      "empty mask": (dict(object_mask=np.zeros_like(mask)), "object_mask.*empty"),
+      "mask size": (dict(object_mask=mask[:-2]), "object_mask.*differs from the image"),
+      "mask dtype": (dict(object_mask=mask.astype(np.float32) * 0.5), "object_mask.*bool"),
+      "NaN velocity": (dict(velocity=(math.nan, 0.1)), "velocity.*finite"),
+      "absurd velocity": (dict(velocity=(40.0, 0.0)), "velocity.*v_max_mps"),
+      "velocity length": (dict(velocity=(1.0,)), "velocity.*2 \\(right, down\\) or 3"),
+      "image dtype": (dict(image=image.astype(np.float32)), "image.*uint8"),
+      "image channels": (dict(image=rgba), "image.*\\[H,W,3\\]"),
+      "PIL mode": (dict(image=Image.fromarray(image).convert("L")), "image.*RGB"),
+      "overlapping masks": (dict(object_mask=[mask, mask], velocity=[velocity, velocity]), "overlap"),
+      "lists of different lengths": (dict(object_mask=[mask, mask], velocity=[velocity]), "velocity.*list of 2"),
+      "num_steps": (dict(num_steps=0), "num_steps"),
+      "batch lists": (dict(image=[image, image]), "object_mask.*batch of 2"),
+  }
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs(np.zeros((2, 2, 3), np.uint8), np.ones((2, 2), bool), (0, 0))))
+def test_bad_input_gets_a_clear_error(pipe, tiny_examples, case):
+  image, mask, velocity = _input(tiny_examples[0])
+  overrides, message = _bad_inputs(image, mask, velocity)[case]
+  args = dict(image=image, object_mask=mask, velocity=velocity, num_steps=STEPS)
+  args.update(overrides)
+  with pytest.raises(InputError, match=message):
+    pipe.generate(**args)
+
+
+def test_missing_and_incompatible_checkpoints(tiny_checkpoint, tmp_path):
+  with pytest.raises(CheckpointError, match="no such directory"):
+    KineMaskPipeline.from_checkpoint(str(tmp_path / "nope"))
+  with pytest.raises(CheckpointError, match="no checkpoints"):
+    KineMaskPipeline.from_checkpoint(str(tmp_path))
+  # A checkpoint whose config describes another model than its arrays hold.
+  wrong = tmp_path / "wrong"
+  shutil.copytree(tiny_checkpoint, wrong)
+  (config_path,) = [os.path.join(d, "metadata") for d, _, files in os.walk(wrong / "checkpoints")
+                    if d.endswith("config") and "metadata" in files]
+  with open(config_path) as f:
+    config = json.load(f)
+  config["model"]["width"] *= 2
+  with open(config_path, "w") as f:
+    json.dump(config, f)
+  with pytest.raises(CheckpointError, match="does not match the model"):
+    KineMaskPipeline.from_checkpoint(str(wrong))
+  del config["model"]["control"]
+  with open(config_path, "w") as f:
+    json.dump(config, f)
+  with pytest.raises(CheckpointError, match="not a KineMask video-model checkpoint"):
+    KineMaskPipeline.from_checkpoint(str(wrong))
+
+
+def test_mask_from_point_segments_the_object(tiny_examples):
+  ious = []
+  for e in tiny_examples:
+    ids = e["instance_ids"][0]
+    for k in range(int(e["num_objects"])):
+      truth = ids == k + 1
+      if truth.sum() < 6:
+        continue
+      ys, xs = np.nonzero(truth)
+      i = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)  # an object pixel near its centre
+      mask = mask_from_point(e["video"][0], int(xs[i]), int(ys[i]))
+      ious.append((mask & truth).sum() / (mask | truth).sum())
+  assert len(ious) > 10 and np.median(ious) > 0.9
+  with pytest.raises(InputError, match="outside"):
+    mask_from_point(tiny_examples[0]["video"][0], 500, 0)
+
+
+def test_sample_command_writes_gif_mp4_and_strip(tiny_checkpoint, tiny_examples, tmp_path):
+  image, mask, _ = _input(tiny_examples[0])
+  Image.fromarray(image).save(tmp_path / "image.png")
+  Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+  out = str(tmp_path / "out" / "video.gif")
+  result = sample.run(tiny_checkpoint, str(tmp_path / "image.png"), out, mask_path=str(tmp_path / "mask.png"),
+                      velocity="0.6,-0.4", num_steps=STEPS, mp4=str(tmp_path / "out" / "video.mp4"))
+  gif = Image.open(out)
+  assert gif.n_frames == result.video.shape[0]
+  assert os.path.getsize(tmp_path / "out" / "video.mp4") > 0
+  strip = np.asarray(Image.open(tmp_path / "out" / "video.png"))
+  assert strip.shape[1] > strip.shape[0] * result.video.shape[0]  # input + T frames side by side
+  ys, xs = np.nonzero(mask)
+  by_point = sample.run(tiny_checkpoint, str(tmp_path / "image.png"), out,
+                        point=f"{int(np.median(xs))},{int(np.median(ys))}", arrow="8,0", num_steps=STEPS)
+  assert by_point.object_masks[0][mask].mean() > 0.5 and by_point.velocities[0, 0] > 0
+  with pytest.raises(Exception, match="exactly one of --mask and --point"):
+    sample.run(tiny_checkpoint, str(tmp_path / "image.png"), out, velocity="1,0")
+  with pytest.raises(Exception, match="no such file"):
+    sample.run(tiny_checkpoint, str(tmp_path / "missing.png"), out, point="1,1", velocity="1,0")
+
+
+def test_evaluate_writes_a_report_for_every_method(tiny_checkpoint, tmp_path):
+  config = evaluate_configs.get_config()
+  config.update(num=2, batch_size=4, num_steps=STEPS, num_strips=1)
+  config.causality.update(num=1, speeds_mps=(0.6, 1.4))
+  config.ablations.no_velocity = tiny_checkpoint  # any video-model workdir exercises the ablation path
+  out = evaluate.evaluate(config, tiny_checkpoint, str(tmp_path))
+  names = list(out["results"])
+  assert names == ["simulator (reference)", "KineMask", "no text", "no velocity", "copy first frame",
+                   "constant velocity"]
+  report = open(tmp_path / "report.md").read()
+  for name in names:
+    assert f"| {name} |" in report
+  for png in ("motion_error.png", "causality.png", "samples.png"):
+    assert os.path.getsize(tmp_path / "eval" / png) > 1000
+  reference = out["results"]["simulator (reference)"]
+  assert reference["motion_error_px"] == 0.0 and reference["psnr"] == 100.0
+  assert out["results"]["copy first frame"]["motion_error_px"] > 0
+  assert json.load(open(tmp_path / "eval" / "metrics.json"))["meta"]["examples"] == out["meta"]["examples"]
