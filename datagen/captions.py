@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 
@@ -76,26 +77,141 @@ def describe(scene: scenes_lib.Scene, quat: np.ndarray, velocity: np.ndarray, co
   return Outcome(mover, direction_name(velocity_cam[0, mover]), hits, fates, mover_fate)
 
 
-def _noun(scene, k, rng) -> str:
-  return f"{scene.color_name[k]} {SHAPE_NOUNS[int(scene.shape[k])][rng.integers(2)]}"
+# How the mover ends, said after its collisions: falls off the table, comes to a stop, or keeps going.
+MOVER_FATES = {
+    "falls": ("falls off the table", "drops off the edge of the table"),
+    "stops": ("comes to a stop", "stops"),
+    "moves": ("keeps moving", "carries on"),
+}
+# The same without any collision (the caption then says so).
+ALONE_FATES = {
+    "falls": ("and falls off the table", "and drops off the edge of the table"),
+    "stops": ("and comes to a stop", "without hitting anything and stops"),
+    "moves": ("without hitting anything", "and hits nothing"),
+}
+HIT_VERBS = ("hits", "collides with", "knocks into")
+NEXT_HIT_VERBS = ("then hits", "then strikes")
+TEMPLATES = 3  # sentence patterns of render_caption
+# Words of render_caption's patterns that are not in the tables above.
+TEMPLATE_WORDS = "a an the and which is pushed . , then"
+_WORD = re.compile(r"[a-z]+|[.,]")
+
+
+def words(text: str) -> list[str]:
+  """Lower-case words and the punctuation marks `.` and `,` of `text`, in order (the tokenizer's split)."""
+  return _WORD.findall(text.lower())
+
+
+def caption_words() -> set[str]:
+  """Every word a caption can contain (with the palette's colour names)."""
+  phrases = [TEMPLATE_WORDS, *DIRECTIONS, *HIT_VERBS, *NEXT_HIT_VERBS, *(name for name, _ in scenes_lib.PALETTE)]
+  for table in (SHAPE_NOUNS, FATES, MOVE_VERBS, MOVER_FATES, ALONE_FATES):
+    for options in table.values():
+      phrases.extend(options)
+  phrases.append("hits nothing")
+  return {w for p in phrases for w in words(p)}
+
+
+def _noun(scene, k, rng, article: str) -> str:
+  """ "a red cube", "an orange ball", "the red block"."""
+  name = scene.color_name[k]
+  if article == "a" and name[0] in "aeiou":
+    article = "an"
+  return f"{article} {name} {SHAPE_NOUNS[int(scene.shape[k])][rng.integers(2)]}"
 
 
 def render_caption(outcome: Outcome, scene: scenes_lib.Scene, rng: np.random.Generator) -> str:
-  """Text of an outcome, e.g. "A red cube slides to the left and hits a blue cylinder, which topples over."."""
+  """Text of an outcome in one of `TEMPLATES` sentence patterns with synonyms, e.g.
+  "A red cube slides to the left and hits a blue cylinder, which topples over. The red cube comes to a stop."
+  Every field of the outcome is said, so `parse_caption` recovers it."""
   pick = lambda options: options[rng.integers(len(options))]
-  mover = _noun(scene, outcome.mover, rng)
   verb = pick(MOVE_VERBS[int(scene.shape[outcome.mover])])
-  head = f"A {mover} {verb} {outcome.direction}"
+  template = int(rng.integers(TEMPLATES))
+  article = "a" if template == 0 else "the"
+  mover = _noun(scene, outcome.mover, rng, article)
+  if template == 0:
+    head = f"{mover[0].upper()}{mover[1:]} {verb} {outcome.direction}"
+  elif template == 1:
+    head = f"{mover[0].upper()}{mover[1:]} is pushed {outcome.direction}"
+  else:
+    head = f"Pushed {outcome.direction}, {mover}"
   if not outcome.hits:
-    tail = {"falls": " and falls off the table.", "stops": " and comes to a stop.",
-            "moves": " without hitting anything."}[outcome.mover_fate]
-    return head + tail
+    if template == 2:  # "Pushed to the left, the red cube comes to a stop."
+      return f"{head} {pick(MOVER_FATES[outcome.mover_fate]) if outcome.mover_fate != 'moves' else 'hits nothing'}."
+    return f"{head} {pick(ALONE_FATES[outcome.mover_fate])}."
   clauses = []
   for i, (k, fate) in enumerate(zip(outcome.hits, outcome.fates)):
-    hit = pick(("hits", "collides with", "knocks into")) if i == 0 else pick(("then hits", "then strikes"))
-    clauses.append(f"{hit} a {_noun(scene, k, rng)}, which {pick(FATES[fate])}")
-  text = head + " and " + ", and ".join(clauses) + "."
-  if outcome.mover_fate == "falls":
-    text += f" The {scene.color_name[outcome.mover]} {SHAPE_NOUNS[int(scene.shape[outcome.mover])][0]} " \
-            "falls off the table."
-  return text
+    hit = pick(HIT_VERBS) if i == 0 else pick(NEXT_HIT_VERBS)
+    clauses.append(f"{hit} {_noun(scene, k, rng, article)}, which {pick(FATES[fate])}")
+  joiner = " " if template == 2 else " and "
+  colour = scene.color_name[outcome.mover]
+  tail = f" The {colour} {SHAPE_NOUNS[int(scene.shape[outcome.mover])][0]} {pick(MOVER_FATES[outcome.mover_fate])}."
+  return head + joiner + ", and ".join(clauses) + "." + tail
+
+
+def _phrases(table: dict) -> list[tuple[list[str], str]]:
+  """(words, key) of every phrase of a synonym table, longest first (so "rolls off" beats "rolls")."""
+  out = [(words(p), key) for key, options in table.items() for p in options]
+  return sorted(out, key=lambda x: -len(x[0]))
+
+
+class CaptionParseError(ValueError):
+  """A text that is not a caption of the data engine's grammar."""
+
+
+def parse_caption(text: str, color_names) -> Outcome:
+  """The structured outcome a caption says; inverse of `render_caption`.
+
+  color_names: the scene's colour name of each object (index k = object k), which is how captions name
+  objects (colours are unique in a scene). Raises CaptionParseError if the text does not follow the grammar.
+  """
+  w = words(text)
+  index = {name: k for k, name in enumerate(color_names)}
+  directions = _phrases({d: (d,) for d in DIRECTIONS})
+  fates, mover_fates, alone = _phrases(FATES), _phrases(MOVER_FATES), _phrases(ALONE_FATES)
+
+  def match(i, table):
+    for phrase, key in table:
+      if w[i:i + len(phrase)] == phrase:
+        return key, i + len(phrase)
+    return None, i
+
+  mentions = [i for i, x in enumerate(w) if x in index]
+  if not mentions:
+    raise CaptionParseError(f"no object colour of {list(color_names)} in {text!r}")
+  mover = index[w[mentions[0]]]
+  direction = next((key for i in range(len(w)) for key in [match(i, directions)[0]] if key), None)
+  if direction is None:
+    raise CaptionParseError(f"no direction in {text!r}")
+  hits, hit_fates, mover_fate = [], [], None
+  for m in mentions[1:]:
+    k = index[w[m]]
+    if k == mover:  # the closing sentence about the mover: "The red cube comes to a stop."
+      for i in range(m + 1, len(w)):
+        mover_fate, _ = match(i, mover_fates)
+        if mover_fate:
+          break
+      continue
+    if k in hits:
+      raise CaptionParseError(f"object {w[m]} is hit twice in {text!r}")
+    which = next((i for i in range(m + 1, len(w)) if w[i] == "which"), None)
+    fate = match(which + 1, fates)[0] if which is not None else None
+    if fate is None:
+      raise CaptionParseError(f"no fate after 'which' for the {w[m]} object in {text!r}")
+    hits.append(k)
+    hit_fates.append(fate)
+  if not hits:
+    for i in range(mentions[0] + 1, len(w)):
+      mover_fate, _ = match(i, alone)
+      if mover_fate:
+        break
+      # "Pushed ..., the red cube comes to a stop." / "... hits nothing."
+      mover_fate, _ = match(i, mover_fates)
+      if mover_fate:
+        break
+      if w[i:i + 2] == ["hits", "nothing"]:
+        mover_fate = "moves"
+        break
+  if mover_fate is None:
+    raise CaptionParseError(f"no fate of the moving object in {text!r}")
+  return Outcome(mover, direction, tuple(hits), tuple(hit_fates), mover_fate)

@@ -79,6 +79,12 @@ class Scene:
     return np.arange(self.shape.shape[0]) < self.num_objects
 
 
+def color_names(rgb: np.ndarray) -> list[str]:
+  """Palette name of each colour [N,3] (the nearest palette entry: the jitter keeps names true)."""
+  palette = np.array([c for _, c in PALETTE], np.int64)
+  return [PALETTE[int(np.argmin(np.abs(palette - np.asarray(c, np.int64)).sum(-1)))][0] for c in rgb]
+
+
 def yaw_quat(yaw_rad) -> np.ndarray:
   """Quaternions (w, x, y, z) [..., 4] of rotations by yaw_rad [...] about the world z axis."""
   yaw_rad = np.asarray(yaw_rad, np.float64)

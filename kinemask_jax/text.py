@@ -9,7 +9,6 @@ valid token and cross-attention never sees an all-padding key set.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 
 import jax
@@ -18,31 +17,17 @@ import numpy as np
 from flax import nnx
 
 from datagen import captions as captions_lib
-from datagen import scenes as scenes_lib
 from kinemask_jax import sharding as shd
 from kinemask_jax.model import layers
 
 PAD, BOS, UNK = "<pad>", "<bos>", "<unk>"
-_WORD = re.compile(r"[a-z]+|[.,]")
-# Words of the caption templates in datagen/captions.render_caption that are not in its tables.
-_TEMPLATE_WORDS = ("a an the and which then hits collides with knocks into strikes falls off table comes to "
-                   "stop without hitting anything . ,")
-
-
-def words(text: str) -> list[str]:
-  """Lower-case words and the punctuation marks `.` and `,` of `text`, in order."""
-  return _WORD.findall(text.lower())
+words = captions_lib.words
 
 
 @functools.lru_cache(maxsize=1)
 def caption_vocabulary() -> tuple[str, ...]:
   """The sorted word list of the caption grammar, after the special tokens (ids 0, 1, 2)."""
-  phrases = [_TEMPLATE_WORDS, *captions_lib.DIRECTIONS, *(name for name, _ in scenes_lib.PALETTE)]
-  for table in (captions_lib.SHAPE_NOUNS, captions_lib.FATES, captions_lib.MOVE_VERBS):
-    for options in table.values():
-      phrases.extend(options)
-  vocab = sorted({w for p in phrases for w in words(p)})
-  return (PAD, BOS, UNK, *vocab)
+  return (PAD, BOS, UNK, *sorted(captions_lib.caption_words()))
 
 
 class Tokenizer:
