@@ -16,7 +16,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.batch_size = 16  # videos generated together
   c.num_steps = 0  # sampler steps; 0: the checkpoint's config
   c.seed = 0
-  c.prompt = "caption"  # the model's text: "caption" (the example's own) or "none"
+  c.prompt = "caption"  # the model's text: "caption" (the example's own), "auto" (the describer's), "none"
+  c.describer = ""  # outcome-predictor workdir (kinemask_jax.describe) for prompt="auto"
   c.data_dir = ""  # dataset root; empty: the checkpoint's config.data_dir
   c.move_threshold_frac = 0.04  # an object "moved" if its centroid went further than this x image width
   c.num_strips = 4  # examples drawn in samples.png
@@ -24,6 +25,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.causality = ml_collections.ConfigDict()
   c.causality.num = 8  # examples with a hit object, each generated at every speed below
   c.causality.speeds_mps = (0.6, 1.0, 1.4, 1.8)
+
+  c.text_following = ml_collections.ConfigDict()
+  c.text_following.num = 16  # examples with a hit, each generated with a "hits" and a "hits nothing" text
 
   # Ablations scored next to the model. no_text: the model of --workdir with its prompt removed.
   # stage1_only: a stage-1 workdir ("auto": the one the stage-2 run started from, its init_from; "" skips).

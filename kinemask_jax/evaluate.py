@@ -62,8 +62,9 @@ def load_examples(model_config, split: str, num: int, data_dir: str = "") -> lis
   return examples
 
 
-def model_method(name: str, pipe, eval_config, use_prompt: bool) -> Method:
-  """A Method generating with `pipe` from frame 0, the controlled objects' masks and velocities."""
+def model_method(name: str, pipe, eval_config, prompt: str) -> Method:
+  """A Method generating with `pipe` from frame 0, the controlled objects' masks and velocities; text: the
+  example's caption ("caption"), the outcome predictor's ("auto") or none ("none")."""
   num_steps = eval_config.num_steps or None
 
   def generate(examples, velocities):
@@ -79,7 +80,7 @@ def model_method(name: str, pipe, eval_config, use_prompt: bool) -> Method:
         images.append(np.asarray(e["video"])[0])
         masks.append([np.asarray(e["instance_ids"])[0] == k + 1 for k in ks])
         vels.append([v[k] for k in ks])
-        prompts.append(e["caption"] if use_prompt else None)
+        prompts.append({"caption": e["caption"], "auto": "auto", "none": None}[prompt])
       result = pipe.generate(images, masks, vels, prompt=prompts, num_steps=num_steps,
                              seed=eval_config.seed * 1_000_003 + start)
       videos.extend(result.video)
@@ -90,21 +91,23 @@ def model_method(name: str, pipe, eval_config, use_prompt: bool) -> Method:
 def _methods(eval_config, pipe) -> list[Method]:
   from kinemask_jax import pipeline
   prompt = eval_config.prompt
-  if prompt not in ("caption", "none"):
-    raise ValueError(f"config.prompt must be 'caption' or 'none', got {prompt!r}")
+  if prompt not in ("caption", "auto", "none"):
+    raise ValueError(f"config.prompt must be 'caption', 'auto' or 'none', got {prompt!r}")
+  if prompt == "auto" and pipe.describer is None:
+    raise ValueError("config.prompt='auto' needs an outcome predictor: --config.describer=DIR")
   fps = pipe.fps
   methods = [Method("simulator (reference)", lambda ex, vel: [np.asarray(e["video"]) for e in ex], causal=False),
-             model_method("KineMask", pipe, eval_config, prompt == "caption")]
+             model_method("KineMask", pipe, eval_config, prompt)]
   ab = eval_config.ablations
-  if ab.no_text and prompt == "caption":
-    methods.append(model_method("no text", pipe, eval_config, use_prompt=False))
+  if ab.no_text and prompt != "none":
+    methods.append(model_method("no text", pipe, eval_config, "none"))
   stage1 = ab.stage1_only
   if stage1 == "auto":
     stage1 = pipe.config.get("init_from", "") if pipe.config.get("stage") == 2 else ""
   for name, path in (("stage 1 only", stage1), ("no velocity", ab.no_velocity)):
     if path:
-      methods.append(model_method(name, pipeline.KineMaskPipeline.from_checkpoint(path), eval_config,
-                                  prompt == "caption"))
+      methods.append(model_method(name, pipeline.KineMaskPipeline.from_checkpoint(path, describer=eval_config.describer),
+                                  eval_config, prompt))
   known = {"copy_first_frame": lambda ex, vel: [baselines.copy_first_frame(e) for e in ex],
            "constant_velocity": lambda ex, vel: [baselines.constant_velocity(e, fps, v) for e, v in zip(ex, vel)]}
   for name in eval_config.baselines:
@@ -154,12 +157,66 @@ def causality(method: Method, inputs, speeds) -> dict:
   return dict(causality_rho=float(np.mean(rho)), causality_displacement_px=disp.mean(0).tolist())
 
 
+def text_following(pipe, examples: list[dict], eval_config) -> dict:
+  """Does the generated outcome follow the text? For each example whose pushed object hits another, two
+  descriptions of the same image and velocity: the simulator's outcome ("... hits the blue ball, which rolls
+  away") and the same push hitting nothing. The video follows the text when the first-hit object moves more
+  under the first than under the second (ties count half); chance is 0.5. Returns the rate, the number of
+  pairs and the one-sided binomial p-value against chance."""
+  import types
+  from scipy import stats
+  from datagen import captions, scenes
+  pairs = []
+  for e in examples:
+    n = int(e["num_objects"])
+    names = scenes.color_names(e["color"][:n])
+    try:
+      outcome = captions.parse_caption(e["caption"], names)
+    except captions.CaptionParseError:
+      continue  # a dataset written before the caption grammar said the mover's fate
+    if not outcome.hits:
+      continue
+    scene = types.SimpleNamespace(color_name=names, shape=np.asarray(e["shape"][:n]))
+    alone = dataclasses.replace(outcome, hits=(), fates=(), mover_fate="moves")
+    texts = [captions.render_caption(o, scene, np.random.default_rng(i)) for i, o in enumerate((outcome, alone))]
+    pairs.append((e, outcome.hits[0], texts))
+    if len(pairs) == eval_config.text_following.num:
+      break
+  if not pairs:
+    return dict(text_following_rate=float("nan"), text_following_pairs=0, text_following_p=float("nan"))
+  videos = []
+  for start in range(0, len(pairs), max(eval_config.batch_size // 2, 1)):
+    chunk = pairs[start:start + max(eval_config.batch_size // 2, 1)]
+    images, masks, vels, prompts = [], [], [], []
+    for e, _, texts in chunk:
+      ks = controlled_objects(e)
+      for t in texts:
+        images.append(e["video"][0])
+        masks.append([e["instance_ids"][0] == k + 1 for k in ks])
+        vels.append([e["velocity_cam"][0][k] for k in ks])
+        prompts.append(t)
+    videos.extend(pipe.generate(images, masks, vels, prompt=prompts, num_steps=eval_config.num_steps or None,
+                                seed=eval_config.seed + start).video)
+  score = 0.0
+  for i, (e, target, _) in enumerate(pairs):
+    masks = tracking.masks_from_ids(e["instance_ids"][0], int(e["num_objects"]))
+    disp = []
+    for video in videos[2 * i: 2 * i + 2]:
+      tr = tracking.track(video, masks, e["video"][0])
+      c = metrics.carry_forward(tr.centroid, tr.found)[:, target]
+      d = np.linalg.norm(c - c[:1], axis=-1)
+      disp.append(float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
+    score += 1.0 if disp[0] > disp[1] else 0.5 if disp[0] == disp[1] else 0.0
+  p = stats.binomtest(int(round(score)), len(pairs), 0.5, alternative="greater").pvalue
+  return dict(text_following_rate=score / len(pairs), text_following_pairs=len(pairs), text_following_p=float(p))
+
+
 def evaluate(eval_config, workdir: str, out_dir: str | None = None) -> dict:
   """Scores every method; writes out_dir/report.md (default: workdir) and out_dir/eval/; returns the results."""
   from kinemask_jax import pipeline
   start = time.time()
   out_dir = out_dir or workdir
-  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir)
+  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, describer=eval_config.describer or None)
   examples = load_examples(pipe.config, eval_config.split, eval_config.num, eval_config.data_dir)
   threshold = eval_config.move_threshold_frac * pipe.video_shape[2]
   speeds = tuple(eval_config.causality.speeds_mps)
@@ -174,6 +231,8 @@ def evaluate(eval_config, workdir: str, out_dir: str | None = None) -> dict:
     summary = metrics.summarize([metrics.score_video(v, e, threshold) for v, e in zip(videos, examples)])
     if method.causal:
       summary.update(causality(method, sweep, speeds))
+    if method.name == "KineMask" and eval_config.text_following.num and eval_config.prompt != "none":
+      summary.update(text_following(pipe, examples, eval_config))
     results[method.name] = summary
     strips[method.name] = videos[:eval_config.num_strips]
     print(f"[{i + 1}/{len(methods)}] {method.name}: motion error {summary['motion_error_px']:.2f} px, "
@@ -202,6 +261,7 @@ COLUMNS = (  # key, header, format
     ("hit_displacement_error_px", "hit disp err px ↓", "{:.2f}"),
     ("still_fraction", "never-hit still ↑", "{:.2f}"),
     ("causality_rho", "causality ρ ↑", "{:.2f}"),
+    ("text_following_rate", "text follow ↑", "{:.2f}"),
     ("area_error", "area err ↓", "{:.2f}"),
     ("color_drift", "colour drift ↓", "{:.1f}"),
     ("vanished_fraction", "vanished ↓", "{:.2f}"),
@@ -220,6 +280,16 @@ def table(results: dict) -> str:
   for name, r in results.items():
     lines.append(f"| {name} | " + " | ".join(cell(r.get(k), f) for k, _, f in COLUMNS) + " |")
   return "\n".join(lines)
+
+
+def _text_following_line(results: dict) -> str:
+  r = results.get("KineMask", {})
+  if not r.get("text_following_pairs"):
+    return "Text following: not measured (no prompt, or no example with a hit)."
+  return (f"Text following (KineMask): the same image and push described as hitting the first-hit object or as "
+          f"hitting nothing; the hit object moved more under its own description in "
+          f"{r['text_following_rate']:.2f} of {r['text_following_pairs']} pairs (chance 0.5; one-sided binomial "
+          f"p = {r['text_following_p']:.3f}).")
 
 
 def write_report(out_dir: str, results: dict, meta: dict, strips: dict, examples: list[dict]) -> str:
@@ -287,6 +357,7 @@ def write_report(out_dir: str, results: dict, meta: dict, strips: dict, examples
       "colour drift: RGB distance of an object's mean colour from its frame-0 colour (the reference row shows "
       "what shading alone gives); vanished / fragmented: share of shown object-frames where the object is not "
       "found / falls into pieces. PSNR, SSIM over frames 1.. against the simulator's render.", "",
+      _text_following_line(results), "",
       "![motion error per frame](eval/motion_error.png) ![causality sweep](eval/causality.png)", "",
       "![samples](eval/samples.png)", "",
   ]

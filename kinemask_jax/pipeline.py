@@ -67,17 +67,29 @@ def _config_from_json(d: dict) -> ml_collections.ConfigDict:
 class KineMaskPipeline:
   """A trained KineMask video model (its EMA weights) ready to sample; see the module docstring."""
 
-  def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None):
+  def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None, describer=None):
     self.config = config
     self.step = step
+    self.describer = describer  # a kinemask_jax.describe.OutcomePredictor for prompt="auto", or None
     self._trainer = step_lib.Trainer(config)
     self._ema, self._frozen = ema, frozen
     self.tokenizer = text.Tokenizer(config.model.text.max_len)
     self._sample = jax.jit(self._sample_fn, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
 
   @classmethod
-  def from_checkpoint(cls, workdir: str, step: int | None = None) -> "KineMaskPipeline":
-    """Loads the EMA weights of the latest (or the given) checkpoint of a training workdir."""
+  def from_checkpoint(cls, workdir: str, step: int | None = None, describer: str | None = None
+                      ) -> "KineMaskPipeline":
+    """Loads the EMA weights of the latest (or the given) checkpoint of a training workdir, and the outcome
+    predictor of the workdir `describer` (kinemask_jax.describe) that writes prompt="auto" descriptions."""
+    predictor = None
+    if describer:
+      from kinemask_jax import describe
+      if not os.path.isdir(describer):
+        raise CheckpointError(f"describer {describer!r}: no such directory (expected a kinemask_jax.describe workdir)")
+      try:
+        predictor = describe.OutcomePredictor.from_checkpoint(describer)
+      except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(f"describer {describer!r}: {e}") from e
     if not os.path.isdir(workdir):
       raise CheckpointError(f"workdir {workdir!r}: no such directory (expected a kinemask_jax.train workdir)")
     try:
@@ -99,7 +111,12 @@ class KineMaskPipeline:
     except Exception as e:  # orbax reports shape and structure mismatches with several exception types
       raise CheckpointError(f"workdir {workdir!r}: checkpoint {step} does not match the model its config "
                             f"describes: {type(e).__name__}: {e}") from e
-    return cls(config, state.ema, state.frozen, step)
+    if predictor is not None:
+      ours, theirs = config.data, predictor.config.data
+      if (ours.num_frames, ours.height, ours.width) != (theirs.num_frames, theirs.height, theirs.width):
+        raise CheckpointError(f"describer {describer!r} reads {theirs.height}x{theirs.width} images, the video model "
+                              f"{ours.height}x{ours.width}")
+    return cls(config, state.ema, state.frozen, step, predictor)
 
   # -- shapes and units -------------------------------------------------------------------------------
   @property
@@ -229,9 +246,16 @@ class KineMaskPipeline:
     image, masks = self._resize(image, masks, f"image{where}")
     return image, np.stack(masks), np.stack(vels)
 
-  def _prompt(self, prompt, where: str) -> str:
+  def _prompt(self, prompt, where: str, example) -> str:
     if prompt is None:
       return ""
+    if prompt == "auto":
+      if self.describer is None:
+        warnings.warn(f"prompt{where}='auto' but no outcome predictor is loaded (from_checkpoint(..., describer=DIR)); "
+                      "generating without text", stacklevel=3)
+        return ""
+      image, masks, velocities = example
+      return self.describer.predict(image, masks, velocities).caption
     if not isinstance(prompt, str):
       raise InputError(f"prompt{where}: expected a string, got {type(prompt).__name__}")
     unknown = sorted({w for w in text.words(prompt) if w not in self.tokenizer.vocabulary})
@@ -255,7 +279,7 @@ class KineMaskPipeline:
                          self.config.diffusion.time_shift, noise=noise)
     return diffusion.to_uint8(x)
 
-  def generate(self, image, object_mask, velocity, prompt: str | Sequence[str] | None = None,
+  def generate(self, image, object_mask, velocity, prompt: str | Sequence[str] | None = "auto",
                num_steps: int | None = None, seed: int = 0, text_scale: float | None = None,
                mask_scale: float | None = None, method: str | None = None) -> GenerationResult:
     """Generates the video of `image` with the masked object(s) set moving at `velocity`.
@@ -263,7 +287,9 @@ class KineMaskPipeline:
     image: uint8 [H,W,3] (numpy or PIL RGB); object_mask: bool [H,W], or a list of masks (one per object)
     with `velocity` a list of the same length; velocity: (right, down[, forward]) m/s in the camera frame.
     Batched: give image as a list of images (or a uint8 [B,H,W,3] array) and object_mask, velocity and
-    prompt as lists of the per-image entries. prompt: a scene description, None or "" for none.
+    prompt as lists of the per-image entries. prompt: "auto" (default) for the outcome predictor's description
+    of what will happen (the first object is the one it calls the pushed one), a description of your own, or
+    None / "" for no text.
     num_steps, text_scale, mask_scale, method (euler | heun): the sampler, default from the config.
     seed: example i's noise is drawn from fold_in(key(seed), i), so results do not depend on the batch size.
     """
@@ -278,10 +304,10 @@ class KineMaskPipeline:
       if len(prompts) != n:
         raise InputError(f"prompt: with a batch of {n} images give {n} prompts (or one string), got {len(prompts)}")
       examples = [self._example(image[i], object_mask[i], velocity[i], f"[{i}]") for i in range(n)]
-      prompts = [self._prompt(p, f"[{i}]") for i, p in enumerate(prompts)]
+      prompts = [self._prompt(p, f"[{i}]", examples[i]) for i, p in enumerate(prompts)]
     else:
       examples = [self._example(image, object_mask, velocity, "")]
-      prompts = [self._prompt(prompt, "")]
+      prompts = [self._prompt(prompt, "", examples[0])]
     d = self.config.diffusion
     num_steps = d.num_steps if num_steps is None else num_steps
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:

@@ -4,7 +4,8 @@
 The object to push is given by a mask PNG (--mask, nonzero = object) or by a point on it (--point, segmented
 by colour flood fill: kinemask_jax.pipeline.mask_from_point). The velocity is in m/s in the camera frame
 (--velocity=right,down[,forward]) or an arrow in image pixels (--arrow=dx,dy: where the object would be one
-second later). Writes the GIF, optionally an MP4 (--mp4), and a strip PNG of the frames with the velocity
+second later). The text is --prompt, by default "auto": the outcome predictor of --describer describes what
+will happen. Writes the GIF, optionally an MP4 (--mp4), and a strip PNG of the frames with the velocity
 arrow drawn on the input image in front (--strip, default OUT with .png).
 """
 
@@ -41,8 +42,9 @@ def _read_image(path: str, flag: str, mode: str | None = None) -> np.ndarray:
 
 
 def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, point: str | None = None,
-        velocity: str | None = None, arrow: str | None = None, prompt: str = "", num_steps: int | None = None,
-        seed: int = 0, step: int | None = None, mp4: str | None = None, strip_path: str | None = None):
+        velocity: str | None = None, arrow: str | None = None, prompt: str = "auto", num_steps: int | None = None,
+        seed: int = 0, step: int | None = None, mp4: str | None = None, strip_path: str | None = None,
+        describer: str | None = None):
   """The command's work (flags as arguments); returns the GenerationResult."""
   from kinemask_jax import media, pipeline
   if (mask_path is None) == (point is None):
@@ -58,7 +60,7 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
   else:
     x, y = _numbers("point", point, (2,))
     mask = pipeline.mask_from_point(image, int(x), int(y))
-  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step)
+  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
   if arrow is not None:
     dx, dy = _numbers("arrow", arrow, (2,))
     ys, xs = np.nonzero(mask)
@@ -77,6 +79,7 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
   strip_path = strip_path or os.path.splitext(out)[0] + ".png"
   media.save_png(strip_path, strip_with_arrows(pipe, result))
   written.append(strip_path)
+  print(f"prompt: {result.prompt!r}", flush=True)
   print("wrote " + ", ".join(written), flush=True)
   return result
 
@@ -104,7 +107,7 @@ def main(argv) -> None:
   from kinemask_jax import pipeline
   try:
     run(FLAGS.workdir, FLAGS.image, FLAGS.out, FLAGS.mask, FLAGS.point, FLAGS.velocity, FLAGS.arrow,
-        FLAGS.prompt, FLAGS.num_steps, FLAGS.seed, FLAGS.step, FLAGS.mp4, FLAGS.strip)
+        FLAGS.prompt, FLAGS.num_steps, FLAGS.seed, FLAGS.step, FLAGS.mp4, FLAGS.strip, FLAGS.describer)
   except (pipeline.InputError, pipeline.CheckpointError) as e:
     raise SystemExit(f"error: {e}")
 
@@ -116,7 +119,8 @@ def _define_flags() -> None:
   flags.DEFINE_string("point", None, "x,y pixel on the object (instead of --mask).")
   flags.DEFINE_string("velocity", None, "right,down[,forward] in m/s, camera frame.")
   flags.DEFINE_string("arrow", None, "dx,dy in image pixels: the object's displacement in one second.")
-  flags.DEFINE_string("prompt", "", "Scene description (optional).")
+  flags.DEFINE_string("prompt", "auto", "Scene description; 'auto': the --describer's prediction; '': none.")
+  flags.DEFINE_string("describer", None, "Outcome-predictor workdir (kinemask_jax.describe) for --prompt=auto.")
   flags.DEFINE_integer("num_steps", None, "Sampler steps (default: the checkpoint's config).")
   flags.DEFINE_integer("seed", 0, "Noise seed.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")

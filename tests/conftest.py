@@ -49,3 +49,16 @@ def tiny_examples(tiny_dataset):
     out.extend({k: (v.decode() if isinstance(v, bytes) else np.asarray(v)) for k, v in source[i].items()}
                for i in range(len(source)))
   return out
+
+
+@pytest.fixture(scope="session")
+def tiny_describer(tiny_dataset, tmp_path_factory):
+  """An outcome predictor trained to fit the session's 6 tiny train videos; returns (workdir, test scores)."""
+  from configs import describe as describe_configs
+  from kinemask_jax import describe
+  workdir = str(tmp_path_factory.mktemp("tiny_describer"))
+  c = describe_configs.get_config("tiny")
+  c.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
+  c.batch_size = 6
+  c.train.update(steps=200, log_every=50, checkpoint_every=100)
+  return workdir, describe.train_and_evaluate(c, workdir)

@@ -1,0 +1,67 @@
+"""Outcome predictor and prompt="auto": targets from captions, overfitting a small set, end to end."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from datagen import captions, scenes
+from kinemask_jax import KineMaskPipeline, describe
+
+
+def test_targets_follow_the_caption(tiny_examples):
+  for e in tiny_examples:
+    t = describe.targets(e, max_rank=5)
+    n = int(e["num_objects"])
+    names = scenes.color_names(e["color"][:n])
+    outcome = captions.parse_caption(e["caption"], names)
+    hit_slots = [describe.SLOT_NAMES.index(names[k]) for k in outcome.hits]
+    assert [int(s) for s in np.argsort(-t["rank"])[: len(hit_slots)]] == hit_slots or not hit_slots
+    assert sorted(np.flatnonzero(t["rank"])) == sorted(hit_slots)
+    assert describe.SLOT_NAMES[int(t["mover_slot"])] == names[outcome.mover]
+    assert (t["shape"] >= 0).sum() == n and describe.MOVER_FATES[int(t["mover_fate"])] == outcome.mover_fate
+
+
+def test_predictor_fits_a_small_training_set(tiny_describer, tiny_dataset):
+  workdir, test_scores = tiny_describer
+  predictor = describe.OutcomePredictor.from_checkpoint(workdir)
+  train_scores = describe.evaluate(predictor, predictor.config, "train")
+  assert train_scores["examples"] == 6
+  assert train_scores["exact_match"] == 1.0 and train_scores["hit_accuracy"] == 1.0
+  assert json.dumps(json.load(open(os.path.join(workdir, "test_scores.json")))) == json.dumps(test_scores)
+  for key in ("hit_accuracy", "hit_f1", "exact_match", "baseline_hit_accuracy", "baseline_exact_match"):
+    assert key in test_scores
+  losses = [json.loads(line)["loss"] for line in open(os.path.join(workdir, "losses.jsonl"))]
+  assert losses[-1] < 0.1 * losses[0]
+
+
+def test_predictor_resumes_from_its_checkpoint(tiny_describer, capsys):
+  from kinemask_jax import describe as d
+  workdir, _ = tiny_describer
+  predictor = d.OutcomePredictor.from_checkpoint(workdir)
+  config = predictor.config
+  config.train.steps = 210  # 10 more steps than the fixture ran
+  d.train_and_evaluate(config, workdir)
+  assert "resumed from" in capsys.readouterr().out
+  steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "losses.jsonl"))]
+  assert steps[-1] == 210 and steps.count(200) == 1
+
+
+def test_prompt_auto_end_to_end(tiny_checkpoint, tiny_describer, tiny_examples):
+  workdir, _ = tiny_describer
+  pipe = KineMaskPipeline.from_checkpoint(tiny_checkpoint, describer=workdir)
+  e = tiny_examples[0]
+  k = int(np.argmax(e["moving_at_start"]))
+  mask = e["instance_ids"][0] == k + 1
+  result = pipe.generate(e["video"][0], mask, e["velocity_cam"][0, k], num_steps=2)
+  # The description names the pushed object by its colour and parses back with the grammar.
+  names = list(describe.SLOT_NAMES)
+  outcome = captions.parse_caption(result.prompt, names)
+  assert names[outcome.mover] == scenes.color_names(e["color"][k:k + 1])[0]
+  assert outcome.direction == captions.direction_name(e["velocity_cam"][0, k])
+  own = pipe.generate(e["video"][0], mask, e["velocity_cam"][0, k], prompt="A red cube slides.", num_steps=2)
+  assert own.prompt == "A red cube slides."
+  with pytest.warns(UserWarning, match="no outcome predictor"):
+    assert KineMaskPipeline.from_checkpoint(tiny_checkpoint).generate(
+        e["video"][0], mask, e["velocity_cam"][0, k], num_steps=2).prompt == ""
