@@ -33,8 +33,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.batch_size = batch
 
   m = c.predictor = ml_collections.ConfigDict()
-  m.channels = (32, 64, 128)  # conv stages, each halving the resolution
-  m.hidden = 256
+  m.channels = (32, 32, 64, 64)  # 3x3 conv layers at full resolution (the trunk of the per-pixel features)
+  m.hidden = 128  # slot and mover MLP width
   m.max_rank = 5  # hit order classes: not hit, 1st, ..., 5th or later (a scene has at most 6 objects)
   # Loss weights of the heads: hit order, fate of each hit object, shape of each object, mover's fate.
   m.loss_weights = (1.0, 0.5, 0.2, 0.5)

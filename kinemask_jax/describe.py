@@ -42,31 +42,40 @@ SHAPES = (scenes.BOX, scenes.SPHERE, scenes.CYLINDER)
 
 
 class OutcomeNet(nnx.Module):
-  """Image and velocity mask [B,H,W,6] -> logits: hit order [B,S,R+1], fate [B,S,F], shape [B,S,3], mover
-  fate [B,M] (S palette slots)."""
+  """Object-centric: a conv trunk over the image, the velocity mask and the push's geometry gives per-pixel
+  features; each palette slot pools them over the pixels of its colour; a shared MLP reads each slot (with the
+  scene's and the pushed object's pooled features) into its hit order [B,S,R+1], fate [B,S,F] and shape
+  [B,S,3] logits, and the context into the pushed object's fate [B,M]. Slots generalise across scenes because
+  every colour is read by the same weights."""
 
   def __init__(self, cfg, height: int, width: int, *, rngs: nnx.Rngs):
-    convs, c_in = [], 6
+    del height, width  # fully convolutional
+    convs, c_in = [], INPUT_CHANNELS
     for c in cfg.channels:
-      convs += [nnx.Conv(c_in, c, (3, 3), strides=2, rngs=rngs), nnx.Conv(c, c, (3, 3), rngs=rngs)]
+      convs.append(nnx.Conv(c_in, c, (3, 3), rngs=rngs))
       c_in = c
     self.convs = nnx.List(convs)
-    scale = 2 ** len(cfg.channels)
-    flat = (height // scale) * (width // scale) * c_in
-    self.fc = nnx.Linear(flat, cfg.hidden, rngs=rngs)
-    self.sizes = (SLOTS * (cfg.max_rank + 1), SLOTS * len(FATES), SLOTS * len(SHAPES), len(MOVER_FATES))
-    self.head = nnx.Linear(cfg.hidden, sum(self.sizes), rngs=rngs)
+    context = 2 * c_in
+    self.slot_mlp = nnx.Linear(c_in + 1 + context, cfg.hidden, rngs=rngs)
+    self.slot_mlp2 = nnx.Linear(cfg.hidden, cfg.hidden, rngs=rngs)
+    self.slot_head = nnx.Linear(cfg.hidden, cfg.max_rank + 1 + len(FATES) + len(SHAPES), rngs=rngs)
+    self.mover_mlp = nnx.Linear(context, cfg.hidden, rngs=rngs)
+    self.mover_head = nnx.Linear(cfg.hidden, len(MOVER_FATES), rngs=rngs)
     self.max_rank = cfg.max_rank
 
-  def __call__(self, x: jax.Array) -> dict:
+  def __call__(self, x: jax.Array, slots: jax.Array, mover: jax.Array) -> dict:
+    """x [B,H,W,INPUT_CHANNELS]; slots [B,H,W,S] each colour's pixels; mover [B,H,W] the pushed pixels."""
     for conv in self.convs:
       x = jax.nn.gelu(conv(x))
-    h = jax.nn.gelu(self.fc(x.reshape(x.shape[0], -1)))
-    out = self.head(h)
-    rank, fate, shape, mover = jnp.split(out, np.cumsum(self.sizes)[:-1], axis=-1)
-    b = x.shape[0]
-    return dict(rank=rank.reshape(b, SLOTS, -1), fate=fate.reshape(b, SLOTS, -1),
-                shape=shape.reshape(b, SLOTS, -1), mover=mover)
+    pool = lambda w: jnp.einsum("bhws,bhwc->bsc", w, x) / jnp.maximum(w.sum((1, 2))[..., None], 1.0)
+    slot_feat = pool(slots)  # [B,S,C]
+    area = jnp.log1p(slots.sum((1, 2)))[..., None]  # [B,S,1]
+    context = jnp.concatenate([x.mean((1, 2)), pool(mover[..., None])[:, 0]], -1)  # [B,2C]
+    h = jnp.concatenate([slot_feat, area, jnp.broadcast_to(context[:, None], slot_feat.shape[:2] + context.shape[-1:])],
+                        -1)
+    h = jax.nn.gelu(self.slot_mlp2(jax.nn.gelu(self.slot_mlp(h))))
+    rank, fate, shape = jnp.split(self.slot_head(h), np.cumsum([self.max_rank + 1, len(FATES)]), axis=-1)
+    return dict(rank=rank, fate=fate, shape=shape, mover=self.mover_head(jax.nn.gelu(self.mover_mlp(context))))
 
 
 def slot_of(rgb) -> int:
@@ -107,10 +116,45 @@ class _Example(grain.transforms.Map):
     return out
 
 
-def inputs(config, image, ids, velocity, controlled) -> jax.Array:
-  """[B,H,W,6]: frame 0 in [-1, 1] and its velocity mask (kinemask_jax/velocity_mask.py, as the video model's)."""
+INPUT_CHANNELS = 10  # image 3, velocity mask 3, along / across / distance from the push's line, "pushed" 1
+
+
+def _palette_chroma() -> np.ndarray:
+  rgb = np.array([c for _, c in scenes.PALETTE], np.float32)
+  return rgb / rgb.sum(-1, keepdims=True)
+
+
+def inputs(config, image, ids, velocity, controlled) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The network's inputs for frame 0 uint8 [B,H,W,3] with instance ids [B,H,W] and velocities [B,N,3] of the
+  controlled objects [B,N]: pixels [B,H,W,INPUT_CHANNELS], each palette colour's pixels [B,H,W,S] (by
+  chromaticity, as kinemask_jax/tracking.py) and the pushed pixels [B,H,W].
+
+  The pixel channels are the image in [-1, 1], its velocity mask (kinemask_jax/velocity_mask.py, as the video
+  model's) and where each pixel lies relative to the push: along and across the image-plane line from the
+  pushed pixels' centroid in the direction of their (right, down) velocity, and the distance, in image widths.
+  """
+  b, h, w, _ = image.shape
   mask = vm.velocity_mask(ids[:, None], velocity[:, None], controlled, config.conditioning.v_max_mps)[:, 0]
-  return jnp.concatenate([image.astype(jnp.float32) / 127.5 - 1.0, mask], axis=-1)
+  pushed = (jnp.abs(mask).sum(-1) > 0).astype(jnp.float32)
+  ys, xs = jnp.mgrid[0:h, 0:w] + 0.5
+  count = jnp.maximum(pushed.sum((1, 2)), 1.0)
+  cx = (pushed * xs).sum((1, 2)) / count
+  cy = (pushed * ys).sum((1, 2)) / count
+  direction = (mask[..., :2] * pushed[..., None]).sum((1, 2)) / count[:, None]
+  direction = direction / jnp.maximum(jnp.linalg.norm(direction, axis=-1, keepdims=True), 1e-6)
+  dx = (xs[None] - cx[:, None, None]) / w
+  dy = (ys[None] - cy[:, None, None]) / w
+  along = dx * direction[:, None, None, 0] + dy * direction[:, None, None, 1]
+  across = dx * direction[:, None, None, 1] - dy * direction[:, None, None, 0]
+  geometry = jnp.stack([along, across, jnp.sqrt(dx * dx + dy * dy), pushed], -1)
+  rgb = image.astype(jnp.float32)
+  chroma = rgb / jnp.maximum(rgb.sum(-1, keepdims=True), 1.0)
+  hi, lo = rgb.max(-1), rgb.min(-1)
+  usable = ((hi - lo) / jnp.maximum(hi, 1.0) >= tracking.MIN_SATURATION) & (hi >= tracking.MIN_VALUE)
+  dist = jnp.linalg.norm(chroma[..., None, :] - jnp.asarray(_palette_chroma()), axis=-1)  # [B,H,W,S]
+  slots = ((dist == dist.min(-1, keepdims=True)) & (dist <= 2 * tracking.MAX_CHROMA_DISTANCE) & usable[..., None])
+  x = jnp.concatenate([rgb / 127.5 - 1.0, mask, geometry], axis=-1)
+  return x, slots.astype(jnp.float32), pushed
 
 
 def _cross_entropy(logits, labels):
@@ -121,7 +165,7 @@ def _cross_entropy(logits, labels):
 
 
 def loss_fn(model: OutcomeNet, config, batch: dict) -> tuple[jax.Array, dict]:
-  out = model(inputs(config, batch["image"], batch["ids"], batch["velocity"], batch["controlled"]))
+  out = model(*inputs(config, batch["image"], batch["ids"], batch["velocity"], batch["controlled"]))
   parts = dict(rank=_cross_entropy(out["rank"], batch["rank"]), fate=_cross_entropy(out["fate"], batch["fate"]),
                shape=_cross_entropy(out["shape"], batch["shape"]),
                mover=_cross_entropy(out["mover"], batch["mover_fate"]))
@@ -225,7 +269,7 @@ class OutcomePredictor:
   def __init__(self, config, graphdef, params, frozen):
     self.config = config
     self._graphdef, self._params, self._frozen = graphdef, params, frozen
-    self._logits = jax.jit(lambda p, f, x: nnx.merge(graphdef, p, f)(x))
+    self._logits = jax.jit(lambda p, f, x: nnx.merge(graphdef, p, f)(*x))
 
   @classmethod
   def from_checkpoint(cls, workdir: str, step: int | None = None) -> "OutcomePredictor":
