@@ -65,3 +65,39 @@ def test_prompt_auto_end_to_end(tiny_checkpoint, tiny_describer, tiny_examples):
   with pytest.warns(UserWarning, match="no outcome predictor"):
     assert KineMaskPipeline.from_checkpoint(tiny_checkpoint).generate(
         e["video"][0], mask, e["velocity_cam"][0, k], num_steps=2).prompt == ""
+
+
+def test_text_following_counts_which_description_the_video_follows(tiny_examples, monkeypatch):
+  """With a stand-in generator whose hit object moves only under the "hits" text, the rate is 1; when it
+  ignores the text, 0.5 (ties)."""
+  from configs import evaluate as evaluate_configs
+  from kinemask_jax import evaluate
+  examples = [e for e in tiny_examples if captions.parse_caption(
+      e["caption"], scenes.color_names(e["color"][:int(e["num_objects"])])).hits]
+  assert examples
+
+  class Stub:
+    def __init__(self, follows):
+      self.follows = follows
+
+    def generate(self, images, masks, vels, prompt, num_steps, seed):
+      videos = []
+      for image, text in zip(images, prompt):
+        e = next(x for x in examples if np.array_equal(x["video"][0], image))
+        hit = "nothing" not in text and "without" not in text
+        videos.append(e["video"] if (hit or not self.follows) else np.repeat(e["video"][:1], len(e["video"]), 0))
+      return type("R", (), {"video": np.stack(videos)})
+
+  config = evaluate_configs.get_config()
+
+  def first_hit_moves(e):
+    names = scenes.color_names(e["color"][:int(e["num_objects"])])
+    k = captions.parse_caption(e["caption"], names).hits[0]
+    c = e["centroid_px"][:, k]
+    return np.linalg.norm(c - c[:1], axis=-1).max() > 1.0
+  moved = [e for e in examples if first_hit_moves(e)]
+  assert moved
+  config.text_following.num = len(moved)
+  follows = evaluate.text_following(Stub(True), moved, config)
+  assert follows["text_following_pairs"] == len(moved) and follows["text_following_rate"] == 1.0
+  assert evaluate.text_following(Stub(False), moved, config)["text_following_rate"] == 0.5

@@ -209,4 +209,7 @@ def test_evaluate_writes_a_report_for_every_method(tiny_checkpoint, tmp_path):
   reference = out["results"]["simulator (reference)"]
   assert reference["motion_error_px"] == 0.0 and reference["psnr"] == 100.0
   assert out["results"]["copy first frame"]["motion_error_px"] > 0
+  kinemask = out["results"]["KineMask"]
+  assert kinemask["text_following_pairs"] == 0 or 0.0 <= kinemask["text_following_rate"] <= 1.0
+  assert "Text following" in report
   assert json.load(open(tmp_path / "eval" / "metrics.json"))["meta"]["examples"] == out["meta"]["examples"]
