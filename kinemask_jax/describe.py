@@ -165,6 +165,7 @@ def _cross_entropy(logits, labels):
 
 
 def loss_fn(model: OutcomeNet, config, batch: dict) -> tuple[jax.Array, dict]:
+  """Weighted sum of the heads' cross-entropies (config.predictor.loss_weights), and each of them."""
   out = model(*inputs(config, batch["image"], batch["ids"], batch["velocity"], batch["controlled"]))
   parts = dict(rank=_cross_entropy(out["rank"], batch["rank"]), fate=_cross_entropy(out["fate"], batch["fate"]),
                shape=_cross_entropy(out["shape"], batch["shape"]),
@@ -179,6 +180,7 @@ def _model(config, seed: int) -> OutcomeNet:
 
 
 def init_state(config, seed: int) -> tuple[nnx.GraphDef, step_lib.TrainState]:
+  """The predictor's graph and a fresh TrainState (the video trainer's: parameters, EMA, AdamW state, key)."""
   graphdef, params, frozen = nnx.split(_model(config, seed), nnx.Param, ...)
   state = step_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                               ema=jax.tree.map(jnp.copy, params),
@@ -188,6 +190,7 @@ def init_state(config, seed: int) -> tuple[nnx.GraphDef, step_lib.TrainState]:
 
 
 def make_train_step(config, graphdef):
+  """Jitted (state, batch) -> (state, metrics): one AdamW step and the EMA update."""
   optimizer = step_lib.make_optimizer(config.optim)
 
   @jax.jit
@@ -197,13 +200,13 @@ def make_train_step(config, graphdef):
     (value, parts), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    decay = jnp.minimum(config.optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
+    ema = step_lib.ema_update(state.ema, params, state.step, config.optim.ema_decay)
     return state.replace(step=state.step + 1, params=params, ema=ema, opt_state=opt_state), dict(loss=value, **parts)
   return train_step
 
 
 def make_dataset(config, split: str, seed: int, epochs: int | None = None, shuffle: bool = True):
+  """grain MapDataset of inputs and targets of `split`; shuffled over `epochs` repetitions unless not `shuffle`."""
   source = data._source(config, split)
   if epochs is None:
     epochs = config.train.steps * config.batch_size // max(len(source), 1) + 2

@@ -47,6 +47,13 @@ def make_optimizer(optim) -> optax.GradientTransformation:
                                  weight_decay=optim.weight_decay))
 
 
+def ema_update(ema, params, step, ema_decay: float):
+  """The EMA after a step, with warm-up: decay min(ema_decay, (1 + step) / (10 + step)), so that early on the
+  average follows the parameters closely and a short run's EMA is not still mostly the initialisation."""
+  decay = jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, params)
+
+
 @dataclasses.dataclass(frozen=True)
 class Trainer:
   """Builds the train state and the jitted step for a config (configs/model.py), optionally on a mesh."""
@@ -107,10 +114,7 @@ class Trainer:
     grad_norm = optax.global_norm(grads)
     updates, opt_state = make_optimizer(self.config.optim).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    # EMA warm-up: early on the average follows the parameters closely, so that a short run's EMA is not
-    # still mostly the (zero-output) initialisation.
-    decay = jnp.minimum(self.config.optim.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.ema, params)
+    ema = ema_update(state.ema, params, state.step, self.config.optim.ema_decay)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new = TrainState(step=state.step + 1, params=params, frozen=state.frozen, ema=ema, opt_state=opt_state,
                      rng=jax.random.key_data(rng))
