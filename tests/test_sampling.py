@@ -178,7 +178,11 @@ def test_sample_command_writes_gif_mp4_and_strip(tiny_checkpoint, tiny_examples,
   result = sample.run(tiny_checkpoint, str(tmp_path / "image.png"), out, mask_path=str(tmp_path / "mask.png"),
                       velocity="0.6,-0.4", num_steps=STEPS, mp4=str(tmp_path / "out" / "video.mp4"))
   gif = Image.open(out)
-  assert gif.n_frames == result.video.shape[0]
+  total_ms = 0  # pillow merges identical consecutive frames and adds up their durations
+  for i in range(gif.n_frames):
+    gif.seek(i)
+    total_ms += gif.info["duration"]
+  assert total_ms == result.video.shape[0] * int(1000 / 8.0)
   assert os.path.getsize(tmp_path / "out" / "video.mp4") > 0
   strip = np.asarray(Image.open(tmp_path / "out" / "video.png"))
   assert strip.shape[1] > strip.shape[0] * result.video.shape[0]  # input + T frames side by side
