@@ -121,6 +121,8 @@ def _causality_inputs(examples: list[dict], speeds, num: int) -> list[tuple[dict
   """(example, first-hit object, velocities [N,3] per speed) for up to `num` examples with a hit object."""
   out = []
   for e in examples:
+    if len(out) >= num:
+      break
     ks = controlled_objects(e)
     target = next((int(x) - 1 for row in np.asarray(e["collisions"]) if row[0] >= 0
                    for x in row[1:] if x > 0 and int(x) - 1 not in ks), None)
@@ -134,8 +136,6 @@ def _causality_inputs(examples: list[dict], speeds, num: int) -> list[tuple[dict
         v[k] = v0[k] / max(np.linalg.norm(v0[k]), 1e-9) * s
       sweeps.append(v.astype(np.float32))
     out.append((e, target, sweeps))
-    if len(out) == num:
-      break
   return out
 
 
