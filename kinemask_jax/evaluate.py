@@ -282,6 +282,20 @@ def table(results: dict) -> str:
   return "\n".join(lines)
 
 
+def _line_plot(path: str, series, xlabel: str, ylabel: str, title: str) -> None:
+  """One PNG with a line per (label, x, y) of `series`."""
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for label, x, y in series:
+    ax.plot(list(x), y, marker="o", label=label)
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def _text_following_line(results: dict) -> str:
   r = results.get("KineMask", {})
   if not r.get("text_following_pairs"):
@@ -302,27 +316,13 @@ def write_report(out_dir: str, results: dict, meta: dict, strips: dict, examples
   with open(os.path.join(plots, "metrics.json"), "w") as f:
     json.dump(dict(meta=meta, results=results), f, indent=1)
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for name, r in results.items():
-    ax.plot(range(len(r["motion_error_curve"])), r["motion_error_curve"], marker="o", label=name)
-  ax.set(xlabel="frame", ylabel="controlled-object centroid error (px)", title="Motion fidelity per frame")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(plots, "motion_error.png"), dpi=110)
-  plt.close(fig)
-
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for name, r in results.items():
-    if "causality_displacement_px" in r:
-      ax.plot(meta["speeds_mps"], r["causality_displacement_px"], marker="o",
-              label=f"{name} (ρ = {r['causality_rho']:.2f})")
-  ax.set(xlabel="input speed (m/s)", ylabel="hit object's largest displacement (px)", title="Causality sweep")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(os.path.join(plots, "causality.png"), dpi=110)
-  plt.close(fig)
+  _line_plot(os.path.join(plots, "motion_error.png"),
+             [(name, range(len(r["motion_error_curve"])), r["motion_error_curve"]) for name, r in results.items()],
+             "frame", "controlled-object centroid error (px)", "Motion fidelity per frame")
+  _line_plot(os.path.join(plots, "causality.png"),
+             [(f"{name} (ρ = {r['causality_rho']:.2f})", meta["speeds_mps"], r["causality_displacement_px"])
+              for name, r in results.items() if "causality_displacement_px" in r],
+             "input speed (m/s)", "hit object's largest displacement (px)", "Causality sweep")
 
   names = list(strips)
   n_ex = min(len(examples), min(len(v) for v in strips.values()))
