@@ -62,6 +62,24 @@ def load_examples(model_config, split: str, num: int, data_dir: str = "") -> lis
   return examples
 
 
+def generation_inputs(example: dict, velocities=None) -> tuple[np.ndarray, list, list]:
+  """The sampling API's inputs for an example: frame 0, the controlled objects' frame-0 masks and their
+  velocities (frame 0's, or `velocities` [N,3] when given)."""
+  v = np.asarray(example["velocity_cam"])[0] if velocities is None else velocities
+  ks = controlled_objects(example)
+  ids0 = np.asarray(example["instance_ids"])[0]
+  return np.asarray(example["video"])[0], [ids0 == k + 1 for k in ks], [v[k] for k in ks]
+
+
+def largest_displacement(video: np.ndarray, example: dict, k: int) -> float:
+  """How far object k's tracked centroid gets from its frame-0 position in `video` (px; 0 if never found)."""
+  masks = tracking.masks_from_ids(np.asarray(example["instance_ids"])[0], int(example["num_objects"]))
+  tr = tracking.track(video, masks, np.asarray(example["video"])[0])
+  c = metrics.carry_forward(tr.centroid, tr.found)[:, k]
+  d = np.linalg.norm(c - c[:1], axis=-1)
+  return float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
+
+
 def model_method(name: str, pipe, eval_config, prompt: str) -> Method:
   """A Method generating with `pipe` from frame 0, the controlled objects' masks and velocities; text: the
   example's caption ("caption"), the outcome predictor's ("auto") or none ("none")."""
@@ -75,11 +93,10 @@ def model_method(name: str, pipe, eval_config, prompt: str) -> Method:
       images, masks, vels, prompts = [], [], [], []
       for i in chunk:
         e = examples[i]
-        v = np.asarray(e["velocity_cam"])[0] if velocities[i] is None else velocities[i]
-        ks = controlled_objects(e)
-        images.append(np.asarray(e["video"])[0])
-        masks.append([np.asarray(e["instance_ids"])[0] == k + 1 for k in ks])
-        vels.append([v[k] for k in ks])
+        image, object_masks, object_vels = generation_inputs(e, velocities[i])
+        images.append(image)
+        masks.append(object_masks)
+        vels.append(object_vels)
         prompts.append({"caption": e["caption"], "auto": "auto", "none": None}[prompt])
       result = pipe.generate(images, masks, vels, prompt=prompts, num_steps=num_steps,
                              seed=eval_config.seed * 1_000_003 + start)
@@ -147,12 +164,8 @@ def causality(method: Method, inputs, speeds) -> dict:
   videos = method.generate(examples, [v for _, _, sweeps in inputs for v in sweeps])
   disp = np.zeros((len(inputs), len(speeds)))
   for i, (e, target, _) in enumerate(inputs):
-    masks = tracking.masks_from_ids(np.asarray(e["instance_ids"])[0], int(e["num_objects"]))
     for j in range(len(speeds)):
-      tr = tracking.track(videos[i * len(speeds) + j], masks, np.asarray(e["video"])[0])
-      c = metrics.carry_forward(tr.centroid, tr.found)[:, target]
-      d = np.linalg.norm(c - c[:1], axis=-1)
-      disp[i, j] = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
+      disp[i, j] = largest_displacement(videos[i * len(speeds) + j], e, target)
   rho = [metrics.spearman(speeds, row) for row in disp]
   return dict(causality_rho=float(np.mean(rho)), causality_displacement_px=disp.mean(0).tolist())
 
@@ -189,23 +202,17 @@ def text_following(pipe, examples: list[dict], eval_config) -> dict:
     chunk = pairs[start:start + max(eval_config.batch_size // 2, 1)]
     images, masks, vels, prompts = [], [], [], []
     for e, _, texts in chunk:
-      ks = controlled_objects(e)
+      image, object_masks, object_vels = generation_inputs(e)
       for t in texts:
-        images.append(e["video"][0])
-        masks.append([e["instance_ids"][0] == k + 1 for k in ks])
-        vels.append([e["velocity_cam"][0][k] for k in ks])
+        images.append(image)
+        masks.append(object_masks)
+        vels.append(object_vels)
         prompts.append(t)
     videos.extend(pipe.generate(images, masks, vels, prompt=prompts, num_steps=eval_config.num_steps or None,
                                 seed=eval_config.seed + start).video)
   score = 0.0
   for i, (e, target, _) in enumerate(pairs):
-    masks = tracking.masks_from_ids(e["instance_ids"][0], int(e["num_objects"]))
-    disp = []
-    for video in videos[2 * i: 2 * i + 2]:
-      tr = tracking.track(video, masks, e["video"][0])
-      c = metrics.carry_forward(tr.centroid, tr.found)[:, target]
-      d = np.linalg.norm(c - c[:1], axis=-1)
-      disp.append(float(np.nanmax(d)) if np.isfinite(d).any() else 0.0)
+    disp = [largest_displacement(video, e, target) for video in videos[2 * i: 2 * i + 2]]
     score += 1.0 if disp[0] > disp[1] else 0.5 if disp[0] == disp[1] else 0.0
   p = stats.binomtest(int(round(score)), len(pairs), 0.5, alternative="greater").pvalue
   return dict(text_following_rate=score / len(pairs), text_following_pairs=len(pairs), text_following_p=float(p))

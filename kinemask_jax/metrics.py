@@ -122,8 +122,7 @@ def score_video(video: np.ndarray, example: dict, move_threshold_px: float) -> d
   both = shown & found
   area_err = np.abs(tr.area[frames] - truth_area[frames]) / np.maximum(truth_area[frames], 1)
   color_drift = np.linalg.norm(tr.color[frames] - tr.reference_color[None], axis=-1)
-  labels = tracking.label_pixels(video, tracking.reference_chromaticity(truth_video[0], masks)[0])
-  pieces = np.stack([fragments(labels, k) for k in range(n)], -1)[frames] if n else np.zeros((len(frames), 0))
+  pieces = np.stack([fragments(tr.labels, k) for k in range(n)], -1)[frames] if n else np.zeros((len(frames), 0))
   return dict(
       motion_curve=motion_curve,
       interaction=dict(tp=int((hit & moved).sum()), fn=int((hit & ~moved).sum()),

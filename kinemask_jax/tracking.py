@@ -27,11 +27,12 @@ MAX_CHROMA_DISTANCE = 0.08
 class Tracks:
   """Per frame and object: centroid [T,K,2] (x, y in pixels, pixel centres at +0.5; NaN where the object is
   not found), area [T,K] (pixels), colour [T,K,3] (mean RGB of its pixels; NaN where not found), and each
-  object's frame-0 reference colour [K,3]."""
+  object's frame-0 reference colour [K,3]; labels int [T,H,W], k + 1 where a pixel shows object k, else 0."""
   centroid: np.ndarray
   area: np.ndarray
   color: np.ndarray
   reference_color: np.ndarray
+  labels: np.ndarray
 
   @property
   def found(self) -> np.ndarray:
@@ -117,4 +118,4 @@ def track(video: np.ndarray, masks: np.ndarray, reference_frame: np.ndarray | No
     cy = bins(np.broadcast_to(ys, labels.shape).ravel()) / area
     color = np.stack([bins(video[..., c].astype(np.float64).ravel()) / area for c in range(3)], -1)
   return Tracks(centroid=np.stack([cx, cy], -1).astype(np.float32), area=area, color=color.astype(np.float32),
-                reference_color=ref_rgb)
+                reference_color=ref_rgb, labels=labels)
