@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from configs import model as model_configs
-from kinemask_jax import diffusion, step as step_lib, text
+from kinemask_jax import conditioning, diffusion, step as step_lib, text
 from kinemask_jax.model import cost
 
 # Dense bf16 datasheet peaks (TFLOP/s), by a substring of jax's device kind.
@@ -33,12 +33,12 @@ def synthetic_batch(config, batch: int) -> dict:
   d = config.data
   rng = np.random.default_rng(0)
   shape = (batch, d.num_frames, d.height, d.width, 3)
-  ids, lengths = text.Tokenizer(config.model.text.max_len).encode_batch(
+  ids, lengths = text.Tokenizer.from_config(config.model.text).encode_batch(
       ["A red cube slides to the left and hits a blue ball, which rolls away."] * batch)
-  return dict(video=jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32),
-              velocity_mask=jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32),
-              mask_present=jnp.ones(shape[:2], jnp.float32), text_ids=jnp.asarray(ids),
-              text_lengths=jnp.asarray(lengths))
+  video = jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32)
+  cond = conditioning.Condition(video[:, 0], jnp.asarray(rng.uniform(-1, 1, shape), jnp.float32),
+                                jnp.ones(shape[:2], jnp.float32), jnp.asarray(ids), jnp.asarray(lengths))
+  return dict(video=video, cond=cond)
 
 
 def out_of_memory(error: Exception) -> bool:
@@ -77,8 +77,7 @@ def bench(size: str, batch: int | None, dtype: str, remat: bool, repeats: int, a
     holder["state"], metrics = step(holder["state"], data)
     return metrics["loss"]
 
-  cond = diffusion.Condition(data["video"][:, 0], data["velocity_mask"], data["mask_present"], data["text_ids"],
-                             data["text_lengths"])
+  cond = data["cond"]
 
   @jax.jit
   def euler_step(params, frozen, x, cond):

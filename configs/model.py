@@ -14,6 +14,7 @@ build on these. `python -m kinemask_jax.model_info` prints every size's paramete
 import ml_collections
 
 from configs import data as data_configs
+from kinemask_jax import text
 
 # data size, patch, width, depth, heads, n_control, text (width, depth, heads), batch size
 _SIZES = {
@@ -57,6 +58,11 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.heads = heads
   m.mlp_ratio = 4.0
   m.attention = "full"  # or "factorised": blocks alternate spatial and temporal attention
+  # Conditioning layout (kinemask_jax/conditioning.py). Frame 0 is always given, never generated.
+  m.first_frame = "all"  # the first frame concatenated to every frame's input ("frame0": to frame 0 only)
+  m.output = "delta"  # the network predicts the change from the first frame ("video": the frame itself)
+  m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
+  m.push_geometry = True  # every frame gets its position along / across the push line and the push speed
   m.control = "controlnet"  # or "concat" (ablation), "none" (no velocity conditioning)
   m.n_control = n_control
   m.freeze_backbone = False  # train only the ControlNet (with a pretrained backbone)
@@ -67,7 +73,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.dtype = "bfloat16" if arg in ("base", "large") else "float32"
   m.remat = False  # recompute each block's activations in the backward pass
   m.attention_impl = "auto"  # cuDNN flash attention on GPU in bf16, else XLA
-  m.text = ml_collections.ConfigDict(dict(width=tw, depth=td, heads=th, max_len=64))
+  # The vocabulary belongs to the checkpoint (the embedding's rows): it is stored with the config, so a
+  # checkpoint keeps reading its own words when the caption grammar changes.
+  m.text = ml_collections.ConfigDict(dict(width=tw, depth=td, heads=th, max_len=64,
+                                          vocabulary=text.caption_vocabulary()))
 
   c.conditioning = ml_collections.ConfigDict()
   c.conditioning.v_max_mps = 2.0  # speed shown as full intensity in the velocity mask
@@ -75,6 +84,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   d = c.diffusion = ml_collections.ConfigDict()
   d.time_mean = 0.0  # logit-normal training times
   d.time_std = 1.0
+  d.loss_weighting = "clean"  # velocity error x t^2 = clean-video error; "velocity": unweighted (diffusion.loss)
   d.sampler = "euler"  # or "heun"
   d.num_steps = 25
   d.time_shift = 1.0

@@ -3,8 +3,8 @@
 A raw batch holds the stored physical truth (no conditioning encoding):
   video uint8 [B,T,H,W,3], instance_ids uint8 [B,T,H,W], velocity_cam float32 [B,T,N,3],
   moving_at_start bool [B,N], text_ids int32 [B,L], text_lengths int32 [B].
-`model_batch` (run inside the jitted train step) turns it into the model's batch: velocity masks by
-kinemask_jax/velocity_mask.py, the curriculum's cut and the guidance dropout (kinemask_jax/curriculum.py).
+`model_batch` (run inside the jitted train step) turns it into the model's batch: the curriculum's cut and
+the guidance dropout (kinemask_jax/curriculum.py) on the Condition of kinemask_jax/conditioning.py.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import time
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from kinemask_jax import curriculum, diffusion, sharding as shd, text, velocity_mask as vm
+from kinemask_jax import conditioning, curriculum, sharding as shd, text
 
 RAW_KEYS = ("video", "instance_ids", "velocity_cam", "moving_at_start")
 
@@ -53,13 +52,13 @@ def ensure_dataset(config, wait_s: float = 3600.0) -> str:
   return path
 
 
-class _Decode(grain.transforms.Map):
+class _Decode:
   """TFDS example -> raw training example (caption tokenized)."""
 
   def __init__(self, tokenizer: text.Tokenizer):
     self.tokenizer = tokenizer
 
-  def map(self, example):
+  def __call__(self, example):
     caption = example["caption"]
     ids, length = self.tokenizer.encode(caption.decode() if isinstance(caption, bytes) else str(caption))
     out = {k: np.asarray(example[k]) for k in RAW_KEYS}
@@ -73,12 +72,13 @@ def _source(config, split: str):
   return tfds.builder_from_directory(ensure_dataset(config)).as_data_source(split)
 
 
-def make_dataset(config, split: str, seed: int, epochs: int | None = None) -> grain.IterDataset:
+def make_dataset(config, split: str, seed: int, epochs: int | None = None):
   """Shuffled, repeated, process-sharded batches of raw examples (per-process batch) as a grain IterDataset.
 
   The shuffle is a global permutation over `epochs` repetitions of the split (enough for the run by default);
   process p takes every P-th element, so processes see disjoint examples.
   """
+  import grain  # imported here: the in-memory path (kinemask_jax/loan.py) runs without grain
   source = _source(config, split)
   processes = jax.process_count()
   if config.batch_size % processes:
@@ -88,15 +88,15 @@ def make_dataset(config, split: str, seed: int, epochs: int | None = None) -> gr
     epochs = config.train.steps * config.batch_size // max(len(source), 1) + 2
   ds = grain.MapDataset.source(source).repeat(epochs).shuffle(seed=seed)
   ds = ds[jax.process_index()::processes]
-  ds = ds.map(_Decode(text.Tokenizer(config.model.text.max_len))).batch(local_batch, drop_remainder=True)
+  ds = ds.map(_Decode(text.Tokenizer.from_config(config.model.text))).batch(local_batch, drop_remainder=True)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=config.data_threads, prefetch_buffer_size=4))
 
 
 def first_examples(config, split: str, n: int) -> dict:
   """The first `n` examples of `split` (fewer if it is smaller) as one raw batch of numpy arrays."""
   source = _source(config, split)
-  decode = _Decode(text.Tokenizer(config.model.text.max_len))
-  examples = [decode.map(source[i]) for i in range(min(n, len(source)))]
+  decode = _Decode(text.Tokenizer.from_config(config.model.text))
+  examples = [decode(source[i]) for i in range(min(n, len(source)))]
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]} if examples else {}
 
 
@@ -111,20 +111,16 @@ def global_batch(local: dict, mesh, rules) -> dict:
 
 
 def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
-  """The train step's batch from a raw batch, and the curriculum's metrics (mean k, fraction of k = 1)."""
+  """The train step's batch {"video": float [B,T,H,W,3] in [-1, 1], "cond": Condition} from a raw batch:
+  the curriculum's k (kinemask_jax/curriculum.py), the Condition (kinemask_jax/conditioning.py) and the
+  guidance dropout; and the curriculum's metrics (mean k, fraction of k = 1)."""
   b, t = raw["video"].shape[:2]
   rng_k, rng_drop = jax.random.split(rng)
   cur = config.curriculum
   k = curriculum.sample_k(step, rng_k, b, t, config.stage, cur.anneal_steps, cur.floor_prob)
-  mask = vm.velocity_mask(raw["instance_ids"], raw["velocity_cam"], raw["moving_at_start"],
-                          config.conditioning.v_max_mps)
-  mask, present = vm.keep_first_frames(mask, k)
-  video = diffusion.to_model_space(raw["video"])
-  cond = diffusion.Condition(video[:, 0], mask, present, raw["text_ids"], raw["text_lengths"])
+  cond = conditioning.from_truth(raw, k, config.conditioning.v_max_mps)
   drop_text, drop_mask = curriculum.guidance_dropout(rng_drop, b, cur.drop_text_prob, cur.drop_mask_prob)
-  cond = cond.drop(text=drop_text, mask=drop_mask)
-  batch = dict(video=video, velocity_mask=cond.velocity_mask, mask_present=cond.mask_present,
-               text_ids=cond.text_ids, text_lengths=cond.text_lengths)
+  batch = dict(video=conditioning.to_model_space(raw["video"]), cond=cond.drop(text=drop_text, mask=drop_mask))
   return batch, dict(curriculum_k=jnp.mean(k.astype(jnp.float32)), k1_fraction=jnp.mean(k == 1))
 
 

@@ -32,7 +32,7 @@ from flax import nnx
 from ml_collections import config_flags
 
 from datagen import captions, scenes
-from kinemask_jax import checkpoint as ckpt_lib, data, step as step_lib, tracking, velocity_mask as vm
+from kinemask_jax import checkpoint as ckpt_lib, conditioning, data, step as step_lib, tracking
 
 SLOTS = len(scenes.PALETTE)
 SLOT_NAMES = tuple(name for name, _ in scenes.PALETTE)
@@ -134,7 +134,8 @@ def inputs(config, image, ids, velocity, controlled) -> tuple[jax.Array, jax.Arr
   pushed pixels' centroid in the direction of their (right, down) velocity, and the distance, in image widths.
   """
   b, h, w, _ = image.shape
-  mask = vm.velocity_mask(ids[:, None], velocity[:, None], controlled, config.conditioning.v_max_mps)[:, 0]
+  mask = conditioning.velocity_masks(ids[:, None], velocity[:, None], controlled, 1,
+                                     config.conditioning.v_max_mps)[0][:, 0]
   pushed = (jnp.abs(mask).sum(-1) > 0).astype(jnp.float32)
   ys, xs = jnp.mgrid[0:h, 0:w] + 0.5
   count = jnp.maximum(pushed.sum((1, 2)), 1.0)

@@ -9,6 +9,10 @@ the default; Li & He, "Back to Basics: Let Denoising Generative Models Denoise",
 (2x8x8x3 = 384 values) is wider than a small model's tokens, and a noise-like output cannot pass through that
 bottleneck while a clean video, which lies near a low-dimensional manifold, can.
 
+Frame 0 is given, never generated: `with_given_frame` puts the clean first frame into frame 0 of every x_t
+the model sees (training and sampling), its predicted velocity there is zero, so the sampler keeps it
+exactly, and the loss covers frames 1..T-1 only.
+
 Guidance has separate scales for the velocity mask and the text, composed as in InstructPix2Pix:
   v = v(none) + mask_scale * (v(mask) - v(none)) + text_scale * (v(mask, text) - v(mask))
 where "none" drops both conditions and "mask" drops the text; with both scales 1 this is exactly the
@@ -20,56 +24,30 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
+
+from kinemask_jax.conditioning import Condition
 
 Array = jax.Array
 
 
-@struct.dataclass
-class Condition:
-  """Everything the model is conditioned on, batched over B examples.
-
-  first_frame [B,H,W,3] in [-1, 1]; velocity_mask [B,T,H,W,3]; mask_present [B,T] float;
-  text_ids [B,L] int32; text_lengths [B] int32.
-  """
-  first_frame: Array
-  velocity_mask: Array
-  mask_present: Array
-  text_ids: Array
-  text_lengths: Array
-
-  def drop(self, text: Array | bool = False, mask: Array | bool = False) -> "Condition":
-    """This condition with the text (to `<bos>` alone) and/or the velocity mask removed, per example.
-
-    `text` and `mask` are bools or bool arrays [B]; a dropped mask is zero with mask_present 0.
-    """
-    b = self.text_ids.shape[0]
-    text = jnp.broadcast_to(jnp.asarray(text, bool), (b,))
-    mask = jnp.broadcast_to(jnp.asarray(mask, bool), (b,))
-    keep_token = jnp.arange(self.text_ids.shape[1])[None, :] < 1
-    ids = jnp.where(text[:, None] & ~keep_token, 0, self.text_ids)
-    lengths = jnp.where(text, 1, self.text_lengths)
-    vel = jnp.where(mask[:, None, None, None, None], 0, self.velocity_mask)
-    present = jnp.where(mask[:, None], 0, self.mask_present)
-    return self.replace(velocity_mask=vel, mask_present=present, text_ids=ids, text_lengths=lengths)
+def with_given_frame(x: Array, cond: Condition) -> Array:
+  """x [B,T,H,W,3] with frame 0 replaced by the clean first frame."""
+  return x.at[:, 0].set(cond.first_frame.astype(x.dtype))
 
 
 def predict(model, x_t: Array, t: Array, cond: Condition) -> Array:
-  """The flow velocity [B,T,H,W,3] for noisy video x_t at times t [B].
+  """The flow velocity [B,T,H,W,3] for noisy video x_t at times t [B]; zero on the given frame 0.
 
   A model with `prediction == "x"` outputs the clean video x_0, turned into v = (x_t - x_0) / t with t
   floored at `min_time`; with "v" it outputs v itself.
   """
-  out = model(x_t, t, cond.first_frame, cond.velocity_mask, cond.mask_present, cond.text_ids, cond.text_lengths)
+  x_t = with_given_frame(x_t, cond)
+  out = model(x_t, t, cond)
   if model.prediction == "v":
-    return out
-  tb = jnp.maximum(t, model.min_time)[:, None, None, None, None]
-  return (x_t - out) / tb
-
-
-def to_model_space(video_uint8: Array) -> Array:
-  """uint8 video -> float32 in [-1, 1]."""
-  return video_uint8.astype(jnp.float32) / 127.5 - 1.0
+    v = out
+  else:
+    v = (x_t - out) / jnp.maximum(t, model.min_time)[:, None, None, None, None]
+  return v.at[:, 0].set(0.0)
 
 
 def to_uint8(x: Array) -> Array:
@@ -82,14 +60,28 @@ def sample_times(rng: Array, batch: int, mean: float, std: float) -> Array:
   return jax.nn.sigmoid(mean + std * jax.random.normal(rng, (batch,)))
 
 
-def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_std: float) -> Array:
-  """Mean squared error of the predicted flow velocity; x0 [B,T,H,W,3] in [-1, 1]."""
+LOSS_WEIGHTINGS = ("velocity", "clean")
+
+
+def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_std: float,
+         weighting: str = "velocity") -> Array:
+  """Mean squared error of the predicted flow velocity over frames 1..T-1; x0 [B,T,H,W,3] in [-1, 1].
+
+  weighting "velocity": the plain velocity error; "clean": times t^2, which for an x-predicting model is
+  the error of its clean video (x_0 - x_0_pred = t (v_pred - v)): every noise level weighs the same,
+  instead of the low-noise steps (weight 1 / t^2 on the clean error) dominating.
+  """
+  if weighting not in LOSS_WEIGHTINGS:
+    raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
   rng_t, rng_n = jax.random.split(rng)
   t = sample_times(rng_t, x0.shape[0], time_mean, time_std)
   noise = jax.random.normal(rng_n, x0.shape, jnp.float32)
   tb = t[:, None, None, None, None]
   x_t = (1 - tb) * x0 + tb * noise
-  return jnp.mean(jnp.square(predict(model, x_t, t, cond) - (noise - x0)))
+  err = jnp.square(predict(model, x_t, t, cond) - (noise - x0))
+  if weighting == "clean":
+    err = err * jnp.square(tb)
+  return jnp.mean(err[:, 1:])
 
 
 def guided_velocity(model, x_t: Array, t: Array, cond: Condition, text_scale: float, mask_scale: float,
@@ -144,5 +136,5 @@ def sample(model, cond: Condition, rng: Array, video_shape: tuple[int, ...], num
     return jnp.where(t_next > 0, x_heun, x_euler), None
 
   x1 = jax.random.normal(rng, video_shape, jnp.float32) if noise is None else noise
-  x0, _ = jax.lax.scan(step, x1, (ts[:-1], ts[1:]))
-  return jnp.clip(x0, -1.0, 1.0)
+  x0, _ = jax.lax.scan(step, with_given_frame(x1, cond), (ts[:-1], ts[1:]))
+  return jnp.clip(with_given_frame(x0, cond), -1.0, 1.0)

@@ -2,9 +2,8 @@
 
 The model is split once into a static graph definition and three pytrees: the parameters that train, the
 frozen ones (the backbone under `freeze_backbone`, else empty) and their EMA. A batch is a dict:
-  video          float32 [B,T,H,W,3] in [-1, 1]
-  velocity_mask  float32 [B,T,H,W,3], mask_present float32 [B,T]
-  text_ids       int32 [B,L], text_lengths int32 [B]
+  video  float32 [B,T,H,W,3] in [-1, 1]
+  cond   kinemask_jax.conditioning.Condition (first frame, velocity masks, mask_present, text)
 the curriculum and the guidance dropout having been applied by the input pipeline.
 """
 
@@ -86,7 +85,8 @@ class Trainer:
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
   def batch_sharding(self, batch: dict) -> dict:
-    return {k: shd.batch_sharding(self.mesh, self.config.sharding_rules, v.shape) for k, v in batch.items()}
+    """Every array of the batch (a pytree) sharded over the mesh's batch axes."""
+    return jax.tree.map(lambda v: shd.batch_sharding(self.mesh, self.config.sharding_rules, v.shape), batch)
 
   def init(self, seed: int) -> TrainState:
     """A fresh train state; on a mesh each array is created already sharded."""
@@ -98,10 +98,8 @@ class Trainer:
 
   def loss(self, params, frozen, batch: dict, rng: jax.Array) -> jax.Array:
     model = nnx.merge(self.graphdef, params, frozen)
-    cond = diffusion.Condition(batch["video"][:, 0], batch["velocity_mask"], batch["mask_present"],
-                               batch["text_ids"], batch["text_lengths"])
     d = self.config.diffusion
-    return diffusion.loss(model, batch["video"], cond, rng, d.time_mean, d.time_std)
+    return diffusion.loss(model, batch["video"], batch["cond"], rng, d.time_mean, d.time_std, d.loss_weighting)
 
   def _step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))

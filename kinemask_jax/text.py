@@ -41,6 +41,11 @@ class Tokenizer:
     self._ids = {w: i for i, w in enumerate(self.vocabulary)}
     self.unk_id = self._ids[UNK]
 
+  @classmethod
+  def from_config(cls, text_cfg) -> "Tokenizer":
+    """The tokenizer of a model's `text` config section (its max_len and its stored vocabulary)."""
+    return cls(text_cfg.max_len, text_cfg.vocabulary)
+
   @property
   def vocab_size(self) -> int:
     return len(self.vocabulary)

@@ -19,7 +19,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
-from kinemask_jax import checkpoint as ckpt_lib, data, diffusion, media, sharding as shd, step as step_lib
+from kinemask_jax import checkpoint as ckpt_lib, conditioning, data, diffusion, media, sharding as shd, step as step_lib
 from kinemask_jax.model import cost
 
 
@@ -77,12 +77,8 @@ def _sampler(config, trainer: step_lib.Trainer):
   @jax.jit
   def sample(ema, frozen, raw, rng):
     model = nnx.merge(trainer.graphdef, ema, frozen)
-    inference = config.copy_and_resolve_references()
-    inference.curriculum.update(floor_prob=1.0, drop_text_prob=0.0, drop_mask_prob=0.0)
-    batch, _ = data.model_batch(raw, 0, rng, inference)
-    cond = diffusion.Condition(batch["video"][:, 0], batch["velocity_mask"], batch["mask_present"],
-                               batch["text_ids"], batch["text_lengths"])
-    x = diffusion.sample(model, cond, rng, batch["video"].shape, config.train.sample_steps, d.sampler,
+    cond = conditioning.from_truth(raw, 1, config.conditioning.v_max_mps)
+    x = diffusion.sample(model, cond, rng, raw["video"].shape, config.train.sample_steps, d.sampler,
                          d.text_scale, d.mask_scale, d.time_shift)
     return diffusion.to_uint8(x)
   return sample

@@ -14,7 +14,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import model as model_configs  # noqa: E402
-from kinemask_jax import sharding as shd, step as step_lib, text  # noqa: E402
+from kinemask_jax import conditioning, sharding as shd, step as step_lib, text  # noqa: E402
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 
@@ -26,10 +26,11 @@ def main():
   b, t, h, w = 8, 4, 16, 16
   rng = np.random.default_rng(0)
   ids, lens = text.Tokenizer(16).encode_batch(["a red cube slides to the left", "a ball", "", "the blue cylinder"] * 2)
-  batch = dict(video=jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
-               velocity_mask=jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
-               mask_present=jnp.asarray(rng.integers(0, 2, (b, t)), jnp.float32),
-               text_ids=jnp.asarray(ids), text_lengths=jnp.asarray(lens))
+  video = jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32)
+  cond = conditioning.Condition(video[:, 0], jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
+                                jnp.asarray(rng.integers(0, 2, (b, t)), jnp.float32), jnp.asarray(ids),
+                                jnp.asarray(lens))
+  batch = dict(video=video, cond=cond)
   key = jax.random.key(7)
 
   single = step_lib.Trainer(cfg)

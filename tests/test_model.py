@@ -12,7 +12,7 @@ from flax import nnx
 from configs import data as data_configs
 from configs import model as model_configs
 from datagen import captions, scenes
-from kinemask_jax import diffusion, step as step_lib, text, velocity_mask as vm
+from kinemask_jax import conditioning, diffusion, step as step_lib, text, velocity_mask as vm
 from kinemask_jax.model import cost, dit
 
 B, T, H, W = 2, 8, 32, 32
@@ -35,13 +35,14 @@ def make_batch(seed=0, b=B, t=T, h=H, w=W, smooth=True):
   if not smooth:
     video = rng.uniform(-1, 1, video.shape).astype(np.float32)
   ids, lens = text.Tokenizer(64).encode_batch(["a red ball rolls to the right and hits a blue cube"] * b)
-  return dict(video=jnp.asarray(video), velocity_mask=jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
-              mask_present=jnp.ones((b, t)), text_ids=jnp.asarray(ids), text_lengths=jnp.asarray(lens))
+  video = jnp.asarray(video)
+  cond = conditioning.Condition(video[:, 0], jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
+                                jnp.ones((b, t)), jnp.asarray(ids), jnp.asarray(lens))
+  return dict(video=video, cond=cond)
 
 
 def condition(batch):
-  return diffusion.Condition(batch["video"][:, 0], batch["velocity_mask"], batch["mask_present"],
-                             batch["text_ids"], batch["text_lengths"])
+  return batch["cond"]
 
 
 def perturb(state, scale=0.05, seed=0, skip=lambda path: False):
@@ -137,11 +138,14 @@ def test_forward_shapes(overrides):
 
 def test_bad_model_config_is_refused():
   for field, value, match in [("control", "adapter", "model.control"), ("attention", "axial", "model.attention"),
-                              ("prediction", "eps", "model.prediction"), ("n_control", 9, "n_control")]:
+                              ("prediction", "eps", "model.prediction"), ("n_control", 9, "n_control"),
+                              ("first_frame", "last", "model.first_frame"), ("output", "residual", "model.output")]:
     with pytest.raises(ValueError, match=match):
       dit.VideoDiT(tiny(**{field: value}).model, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="freeze_backbone"):
     dit.trainable_filter(tiny(control="none", freeze_backbone=True).model)
+  with pytest.raises(ValueError, match="delta"):
+    dit.VideoDiT(tiny(prediction="v").model, rngs=nnx.Rngs(0))
 
 
 def jit_predict(graphdef):
@@ -149,8 +153,9 @@ def jit_predict(graphdef):
 
 
 def test_controlnet_is_zero_initialised():
-  """At init the prediction ignores the velocity mask (other parameters made non-trivial); not after."""
-  model = dit.VideoDiT(tiny().model, rngs=nnx.Rngs(0))
+  """At init the prediction ignores the ControlNet's velocity masks (other parameters made non-trivial); not
+  after. (Frame 0's mask also enters the video branch with mask0_all / push_geometry: off here.)"""
+  model = dit.VideoDiT(tiny(mask0_all=False, push_geometry=False).model, rngs=nnx.Rngs(0))
   # The ControlNet copy starts from the backbone's weights.
   np.testing.assert_array_equal(model.control_blocks[1].mlp.up.kernel[...], model.blocks[1].mlp.up.kernel[...])
   graphdef, state = nnx.split(model)
@@ -197,18 +202,20 @@ class _Oracle:
   def __init__(self, target):
     self.target = target
 
-  def __call__(self, x_t, t, *cond):
+  def __call__(self, x_t, t, cond):
     return jnp.broadcast_to(self.target, x_t.shape)
 
 
 @pytest.mark.parametrize("method", ["euler", "heun"])
-def test_sampler_reaches_the_predicted_video(method):
-  """Integrating an exact clean-video prediction must end on that video, for any number of steps."""
+def test_sampler_reaches_the_predicted_video_and_keeps_frame_0(method):
+  """Integrating an exact clean-video prediction must end on that video, for any number of steps; frame 0
+  is the given first frame exactly, whatever the model says about it."""
   target = jnp.asarray(np.random.default_rng(0).uniform(-0.9, 0.9, (2, 4, 8, 8, 3)), jnp.float32)
   cond = condition(make_batch(b=2, t=4, h=8, w=8))
   for steps in (1, 3, 10):
     out = jax.jit(lambda r: diffusion.sample(_Oracle(target), cond, r, target.shape, steps, method))(jax.random.key(0))
-    np.testing.assert_allclose(out, target, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1:], target[:, 1:], atol=1e-5)
+    np.testing.assert_array_equal(out[:, 0], np.clip(cond.first_frame, -1, 1))
   grid = diffusion.time_grid(4, shift=3.0)
   assert grid[0] == 1 and grid[-1] == 0 and (np.diff(grid) < 0).all() and grid[2] > 0.5
   with pytest.raises(ValueError, match="method"):
@@ -288,7 +295,7 @@ def test_non_finite_step_leaves_the_state_unchanged():
   trainer = step_lib.Trainer(tiny())
   state = trainer.init(0)
   batch = make_batch()
-  batch["video"] = batch["video"].at[0, 0, 0, 0, 0].set(jnp.nan)
+  batch["video"] = batch["video"].at[0, 1, 0, 0, 0].set(jnp.nan)
   before = jax.tree.map(np.asarray, state.params)
   state, metrics = trainer.jit_step(state, batch)(state, batch)
   assert not bool(metrics["finite"]) and int(state.step) == 0

@@ -66,8 +66,8 @@ def test_model_batch_applies_masks_curriculum_and_dropout(tiny_dataset):
   config.curriculum.update(floor_prob=0.0, drop_text_prob=0.0, drop_mask_prob=0.0)
   batch, metrics = data.model_batch(raw, 2, jax.random.key(0), config)  # halfway: k = ceil(8 - 7/2) = 5
   assert float(metrics["curriculum_k"]) == 5
-  np.testing.assert_array_equal(batch["mask_present"], np.repeat([[1] * 5 + [0] * 3], 6, axis=0))
-  mask = np.asarray(batch["velocity_mask"])
+  np.testing.assert_array_equal(batch["cond"].mask_present, np.repeat([[1] * 5 + [0] * 3], 6, axis=0))
+  mask = np.asarray(batch["cond"].velocity_mask)
   assert np.abs(mask[:, 5:]).max() == 0 and np.abs(mask[:, 0]).max() > 0
   # Non-zero mask pixels lie on the controlled object's silhouette only.
   ids, controlled = np.asarray(raw["instance_ids"]), np.asarray(raw["moving_at_start"])
@@ -78,7 +78,7 @@ def test_model_batch_applies_masks_curriculum_and_dropout(tiny_dataset):
   np.testing.assert_allclose(batch["video"], np.asarray(raw["video"]) / 127.5 - 1, atol=1e-6)
   config.curriculum.update(drop_text_prob=1.0, drop_mask_prob=1.0)
   dropped, _ = data.model_batch(raw, 2, jax.random.key(0), config)
-  assert float(jnp.abs(dropped["velocity_mask"]).max()) == 0 and (np.asarray(dropped["text_lengths"]) == 1).all()
+  assert float(jnp.abs(dropped["cond"].velocity_mask).max()) == 0 and (np.asarray(dropped["cond"].text_lengths) == 1).all()
 
 
 @pytest.mark.slow

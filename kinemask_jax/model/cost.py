@@ -12,6 +12,7 @@ import math
 import jax
 from flax import nnx
 
+from kinemask_jax import conditioning
 from kinemask_jax.model import dit
 
 TRAIN_FACTOR = 3
@@ -39,7 +40,7 @@ def forward_flops(model_cfg, num_frames: int, height: int, width: int) -> float:
   tokens = math.prod(grid)
   d, p = m.width, pt * ph * pw
   L, dt = m.text.max_len, m.text.width
-  in_ch = dit.IMAGE_CHANNELS + (dit.MASK_CHANNELS if m.control == "concat" else 0)
+  in_ch = conditioning.image_channels(m)
   attended = {"full": tokens, "spatial": grid[1] * grid[2], "temporal": grid[0]}
   modes = [dit.VideoDiT._mode(m.attention, i) for i in range(m.depth)]
   n_control = m.n_control if m.control == "controlnet" else 0
@@ -54,7 +55,7 @@ def forward_flops(model_cfg, num_frames: int, height: int, width: int) -> float:
     if i < n_control:
       total += block + 2 * tokens * d * d  # the ControlNet copy and its zero projection
   if n_control:
-    total += 2 * tokens * p * dit.MASK_CHANNELS * d
+    total += 2 * tokens * p * conditioning.MASK_CHANNELS * d
   total += 2 * d * 2 * d + 2 * tokens * d * p * 3  # final modulation and projection
   return float(total)
 

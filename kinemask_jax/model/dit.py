@@ -1,18 +1,19 @@
 """Image-to-video diffusion transformer with a velocity ControlNet and text cross-attention.
 
 Inputs of one call (B examples, video T x H x W, text length L):
-  x_t            [B,T,H,W,3]  noisy video at flow time t
-  t              [B]          flow time in [0, 1] (1 = pure noise)
-  first_frame    [B,H,W,3]    the clean conditioning image, in [-1, 1]
-  velocity_mask  [B,T,H,W,3]  KineMask velocity masks (kinemask_jax/velocity_mask.py), zero where absent
-  mask_present   [B,T]        1 for frames whose mask is given
-  text_ids       [B,L] int32, text_lengths [B] int32 (kinemask_jax/text.py)
+  x_t   [B,T,H,W,3]  noisy video at flow time t (frame 0: the clean first frame)
+  t     [B]          flow time in [0, 1] (1 = pure noise)
+  cond  kinemask_jax.conditioning.Condition: first_frame [B,H,W,3] in [-1, 1], velocity_mask [B,T,H,W,3]
+        (zero where absent), mask_present [B,T], text_ids [B,L] int32, text_lengths [B] int32
 Output [B,T,H,W,3] float32: the clean video (`prediction="x"`) or the flow velocity ("v");
 kinemask_jax/diffusion.predict turns either into a velocity.
 
-How conditioning enters:
-- Image (as in I2V models): the clean first frame in frame 0 and zeros after it, plus an indicator channel
-  that is 1 on frame 0, concatenated channel-wise to x_t before the 3D patch embedding.
+How conditioning enters (kinemask_jax/conditioning.py builds the Condition and the input channels):
+- Image: frame 0 is given, never generated: x_t's frame 0 is the clean first frame (kinemask_jax/diffusion.py
+  puts it there and skips it in the loss). The first frame is also concatenated channel-wise to every frame
+  (`first_frame="all"`, as SVD does; "frame0" puts it in frame 0 only), with a channel that is 1 on frame 0
+  and, with `mask0_all`, frame 0's velocity mask in every frame. With `output="delta"` the network predicts
+  the change from the first frame (x_0 = first frame + output), so a still scene is a zero output.
 - Velocity masks (`control="controlnet"`): the mask and `mask_present` (as a fourth channel) are patch-
   embedded and added to the hidden states that enter a copy of the first `n_control` blocks; after backbone
   block i the copy's output goes through a zero-initialised projection and is added to the backbone's hidden
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kinemask_jax import conditioning
 from kinemask_jax import sharding as shd
 from kinemask_jax import text as text_lib
 from kinemask_jax.model import layers
@@ -40,8 +42,8 @@ from kinemask_jax.model import layers
 Array = jax.Array
 CONTROL_MODES = ("controlnet", "concat", "none")
 ATTENTION_MODES = ("full", "factorised")
-IMAGE_CHANNELS = 3 + 3 + 1  # noisy video, first-frame condition, first-frame indicator
-MASK_CHANNELS = 3 + 1  # velocity (right, down, forward) and mask_present
+FIRST_FRAME_MODES = ("all", "frame0")
+OUTPUT_MODES = ("delta", "video")
 
 
 def patchify(x: Array, patch: tuple[int, int, int]) -> Array:
@@ -121,6 +123,16 @@ class VideoDiT(nnx.Module):
       raise ValueError(f"model.n_control must be in [0, depth={cfg.depth}], got {cfg.n_control}")
     if cfg.prediction not in ("x", "v"):
       raise ValueError(f"model.prediction must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
+    if cfg.first_frame not in FIRST_FRAME_MODES:
+      raise ValueError(f"model.first_frame must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
+    if cfg.output not in OUTPUT_MODES:
+      raise ValueError(f"model.output must be one of {OUTPUT_MODES}, got {cfg.output!r}")
+    if cfg.output == "delta" and cfg.prediction != "x":
+      raise ValueError("model.output='delta' (x_0 = first frame + output) needs model.prediction='x'")
+    self.first_frame = cfg.first_frame
+    self.output = cfg.output
+    self.mask0_all = bool(cfg.mask0_all)
+    self.push_geometry = bool(cfg.push_geometry)
     self.prediction = cfg.prediction
     self.min_time = cfg.min_time
     dtype = jnp.dtype(cfg.dtype)
@@ -130,10 +142,9 @@ class VideoDiT(nnx.Module):
     self.remat = cfg.remat
     self.dtype = dtype
     self.text_encoder = text_lib.TextEncoder(
-        len(text_lib.caption_vocabulary()), cfg.text.max_len, tw, cfg.text.depth, cfg.text.heads, cfg.mlp_ratio, dtype,
+        len(cfg.text.vocabulary), cfg.text.max_len, tw, cfg.text.depth, cfg.text.heads, cfg.mlp_ratio, dtype,
         cfg.attention_impl, rngs=rngs)
-    in_channels = IMAGE_CHANNELS + (MASK_CHANNELS if cfg.control == "concat" else 0)
-    self.embed = PatchEmbed(self.patch, in_channels, width, dtype, rngs)
+    self.embed = PatchEmbed(self.patch, conditioning.image_channels(cfg), width, dtype, rngs)
     self.time_mlp = nnx.Sequential(
         layers.Dense(cfg.time_features, width, (None, shd.EMBED), dtype, rngs), jax.nn.silu,
         layers.Dense(width, width, (shd.MLP, shd.EMBED), dtype, rngs))
@@ -147,7 +158,7 @@ class VideoDiT(nnx.Module):
     self.final = layers.Dense(width, int(np.prod(self.patch)) * 3, (shd.EMBED, "patch"), dtype, rngs, zero=True)
     self.n_control = n_control
     if n_control:
-      self.control_embed = PatchEmbed(self.patch, MASK_CHANNELS, width, dtype, rngs)
+      self.control_embed = PatchEmbed(self.patch, conditioning.MASK_CHANNELS, width, dtype, rngs)
       self.control_blocks = nnx.List([block(m) for m in modes[:n_control]])
       for copy, original in zip(self.control_blocks, self.blocks):
         nnx.update(copy, jax.tree.map(jnp.copy, nnx.state(original)))
@@ -165,38 +176,38 @@ class VideoDiT(nnx.Module):
       return nnx.remat(lambda blk, *a: blk(*a), static_argnums=(5,))(block, *args)
     return block(*args)
 
-  def __call__(self, x_t: Array, t: Array, first_frame: Array, velocity_mask: Array, mask_present: Array,
-               text_ids: Array, text_lengths: Array) -> Array:
-    b, nt, h, w, _ = x_t.shape
+  def __call__(self, x_t: Array, t: Array, cond: conditioning.Condition) -> Array:
+    _, nt, h, w, _ = x_t.shape
     pt, ph, pw = self.patch
     if nt % pt or h % ph or w % pw:
       raise ValueError(f"video {nt}x{h}x{w} is not divisible by the patch {self.patch}")
     grid = (nt // pt, h // ph, w // pw)
     dtype = self.dtype
-    indicator = jnp.zeros((b, nt, h, w, 1), dtype).at[:, 0].set(1)
-    image = jnp.zeros((b, nt, h, w, 3), dtype).at[:, 0].set(first_frame.astype(dtype))
-    mask4 = jnp.concatenate([velocity_mask.astype(dtype),
-                             jnp.broadcast_to(mask_present.astype(dtype)[:, :, None, None, None],
-                                              (b, nt, h, w, 1))], axis=-1)
-    parts = [x_t.astype(dtype), image, indicator] + ([mask4] if self.control == "concat" else [])
     pos = jnp.asarray(layers.position_embedding_3d(grid, self.embed.proj.kernel.shape[-1]), dtype)
-    x = shd.constrain(self.embed(jnp.concatenate(parts, axis=-1)) + pos, (shd.BATCH, shd.LENGTH, shd.EMBED))
+    inputs = conditioning.image_input(x_t, cond, self.first_frame, self.mask0_all, self.push_geometry,
+                                      self.control == "concat", dtype)
+    x = self.embed(inputs) + pos
+    x = shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
-    text, pooled = self.text_encoder(text_ids, text_lengths)
+    text_lengths = cond.text_lengths
+    text, pooled = self.text_encoder(cond.text_ids, text_lengths)
     t_emb = self.time_mlp(layers.sinusoid(t.astype(jnp.float32) * 1000.0, self.time_features).astype(dtype))
-    cond = t_emb + self.text_pool(pooled)
+    modulation = t_emb + self.text_pool(pooled)
 
     if self.n_control:
-      xc = x + self.control_embed(mask4)
+      xc = x + self.control_embed(conditioning.mask_input(cond, dtype))
     for i, block in enumerate(self.blocks):
-      x = self._run(block, x, cond, text, text_lengths, grid)
+      x = self._run(block, x, modulation, text, text_lengths, grid)
       if i < self.n_control:
-        xc = self._run(self.control_blocks[i], xc, cond, text, text_lengths, grid)
+        xc = self._run(self.control_blocks[i], xc, modulation, text, text_lengths, grid)
         x = x + self.control_proj[i](xc)
 
-    shift, scale = jnp.moveaxis(self.final_modulation(jax.nn.silu(cond)), 1, 0)
+    shift, scale = jnp.moveaxis(self.final_modulation(jax.nn.silu(modulation)), 1, 0)
     y = self.final(layers.modulate(self.final_norm(x), shift, scale).astype(dtype))
-    return unpatchify(y.astype(jnp.float32), self.patch, grid, 3)
+    y = unpatchify(y.astype(jnp.float32), self.patch, grid, 3)
+    if self.output == "delta":
+      y = y + cond.first_frame.astype(jnp.float32)[:, None]
+    return y
 
 
 def trainable_filter(cfg):

@@ -1,0 +1,160 @@
+"""The model's conditioning: the one place where physical truth or user input becomes a `Condition`.
+
+Training (kinemask_jax/data.model_batch), the trainer's sample GIFs, the sampling API and the outcome
+predictor all build their conditioning here, so the four cannot drift apart:
+  - `from_truth`: a raw dataset batch (frame 0, instance ids, camera-frame velocities, controlled flags,
+    tokenized caption) with the first k frames' masks kept (the curriculum's cut);
+  - `from_user`: an image, the pushed objects' frame-0 silhouettes (as instance ids) and their velocities,
+    which is the training case k = 1 (tests/test_conditioning.py checks that both give the same Condition);
+  - `velocity_masks`: the velocity masks and `mask_present` alone (the outcome predictor reads frame 0's).
+Channel counts of the model's inputs also live here (`MASK_CHANNELS`, `image_channels`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from kinemask_jax import velocity_mask as vm
+
+Array = jax.Array
+
+VELOCITY_CHANNELS = 3  # (right, down, forward) / v_max, kinemask_jax/velocity_mask.py
+MASK_CHANNELS = VELOCITY_CHANNELS + 1  # the velocity mask and the per-frame mask_present flag
+RGB = 3
+
+
+@struct.dataclass
+class Condition:
+  """Everything the model is conditioned on, batched over B examples.
+
+  first_frame [B,H,W,3] in [-1, 1] (the given frame 0); velocity_mask [B,T,H,W,3]; mask_present [B,T] float;
+  text_ids [B,L] int32; text_lengths [B] int32.
+  """
+  first_frame: Array
+  velocity_mask: Array
+  mask_present: Array
+  text_ids: Array
+  text_lengths: Array
+
+  def drop(self, text: Array | bool = False, mask: Array | bool = False) -> "Condition":
+    """This condition with the text (to `<bos>` alone) and/or the velocity mask removed, per example.
+
+    `text` and `mask` are bools or bool arrays [B]; a dropped mask is zero with mask_present 0. The first
+    frame is never dropped: it is part of the video, not a guidance signal.
+    """
+    b = self.text_ids.shape[0]
+    text = jnp.broadcast_to(jnp.asarray(text, bool), (b,))
+    mask = jnp.broadcast_to(jnp.asarray(mask, bool), (b,))
+    keep_token = jnp.arange(self.text_ids.shape[1])[None, :] < 1
+    ids = jnp.where(text[:, None] & ~keep_token, 0, self.text_ids)
+    lengths = jnp.where(text, 1, self.text_lengths)
+    vel = jnp.where(mask[:, None, None, None, None], 0, self.velocity_mask)
+    present = jnp.where(mask[:, None], 0, self.mask_present)
+    return self.replace(velocity_mask=vel, mask_present=present, text_ids=ids, text_lengths=lengths)
+
+
+def to_model_space(uint8: Array) -> Array:
+  """uint8 pixels -> float32 in [-1, 1]."""
+  return jnp.asarray(uint8).astype(jnp.float32) / 127.5 - 1.0
+
+
+def velocity_masks(instance_ids: Array, velocity_cam: Array, controlled: Array, k, v_max: float
+                   ) -> tuple[Array, Array]:
+  """(velocity mask [B,T,H,W,3], mask_present [B,T]) with the masks of frames >= k removed.
+
+  instance_ids [B,T,H,W] (0 background, j for object j), velocity_cam [B,T,N,3] m/s, controlled [B,N] bool,
+  k an int or int [B] in [1, T].
+  """
+  mask = vm.velocity_mask(instance_ids, velocity_cam, controlled, v_max)
+  return vm.keep_first_frames(mask, jnp.broadcast_to(jnp.asarray(k, jnp.int32), mask.shape[:1]))
+
+
+def from_truth(raw: dict, k, v_max: float) -> Condition:
+  """The Condition of a raw batch (kinemask_jax/data.py: video uint8 [B,T,H,W,3], instance_ids,
+  velocity_cam, moving_at_start, text_ids, text_lengths) keeping the first k frames' masks."""
+  mask, present = velocity_masks(raw["instance_ids"], raw["velocity_cam"], raw["moving_at_start"], k, v_max)
+  return Condition(to_model_space(raw["video"][:, 0]), mask, present, jnp.asarray(raw["text_ids"]),
+                   jnp.asarray(raw["text_lengths"]))
+
+
+def from_user(first_frame: Array, ids0: Array, velocities: Array, text_ids: Array, text_lengths: Array,
+              num_frames: int, v_max: float) -> Condition:
+  """The inference Condition: frame 0 uint8 [B,H,W,3], the pushed objects' frame-0 silhouettes as ids
+  [B,H,W] (0 nothing, j for the j-th object) and their velocities [B,K,3] (m/s, camera frame).
+
+  Only frame 0 carries a mask: this is `from_truth` with k = 1 (later frames' ids are never read).
+  """
+  b = ids0.shape[0]
+  ids = jnp.zeros((b, num_frames) + ids0.shape[1:], ids0.dtype).at[:, 0].set(ids0)
+  vel = jnp.broadcast_to(velocities[:, None], (b, num_frames) + velocities.shape[1:])
+  controlled = jnp.ones(velocities.shape[:2], bool)
+  mask, present = velocity_masks(ids, vel, controlled, jnp.ones((b,), jnp.int32), v_max)
+  return Condition(to_model_space(first_frame), mask, present, jnp.asarray(text_ids), jnp.asarray(text_lengths))
+
+
+GEOMETRY_CHANNELS = 3  # along and across the push line (image widths), and the push speed / v_max
+
+
+def image_channels(model_cfg) -> int:
+  """Channels of the video branch's input per frame: the noisy video, the first frame, the frame-0
+  indicator, frame 0's velocity mask when `model.mask0_all`, the push geometry when `model.push_geometry`,
+  and the mask channels under `control="concat"`."""
+  return (RGB + RGB + 1 + (VELOCITY_CHANNELS if model_cfg.mask0_all else 0)
+          + (GEOMETRY_CHANNELS if model_cfg.push_geometry else 0)
+          + (MASK_CHANNELS if model_cfg.control == "concat" else 0))
+
+
+def push_geometry(mask0: Array) -> Array:
+  """Where each pixel lies relative to the push, from frame 0's velocity mask [B,H,W,3]: [B,H,W,3] with the
+  coordinate along and across the image-plane line through the masked pixels' centroid in the direction of
+  their mean (right, down) velocity (image widths), and the mean speed (mask units) in every pixel.
+  Zero where no mask is given. With several pushed objects the line is their average's."""
+  b, h, w, _ = mask0.shape
+  pushed = (jnp.abs(mask0).sum(-1) > 0).astype(jnp.float32)
+  ys, xs = jnp.mgrid[0:h, 0:w] + 0.5
+  count = jnp.maximum(pushed.sum((1, 2)), 1.0)
+  cx = (pushed * xs).sum((1, 2)) / count
+  cy = (pushed * ys).sum((1, 2)) / count
+  mean_v = (mask0 * pushed[..., None]).sum((1, 2)) / count[:, None]  # [B,3]
+  plane = mean_v[:, :2]
+  direction = plane / jnp.maximum(jnp.linalg.norm(plane, axis=-1, keepdims=True), 1e-6)
+  dx = (xs[None] - cx[:, None, None]) / w
+  dy = (ys[None] - cy[:, None, None]) / w
+  along = dx * direction[:, None, None, 0] + dy * direction[:, None, None, 1]
+  across = dx * direction[:, None, None, 1] - dy * direction[:, None, None, 0]
+  speed = jnp.broadcast_to(jnp.linalg.norm(mean_v, axis=-1)[:, None, None], (b, h, w))
+  given = (pushed.sum((1, 2)) > 0).astype(jnp.float32)[:, None, None, None]
+  return jnp.stack([along, across, speed], -1) * given
+
+
+def mask_input(cond: Condition, dtype) -> Array:
+  """The ControlNet's input [B,T,H,W,4]: the velocity mask and mask_present as a fourth channel."""
+  b, t, h, w, _ = cond.velocity_mask.shape
+  present = jnp.broadcast_to(cond.mask_present.astype(dtype)[:, :, None, None, None], (b, t, h, w, 1))
+  return jnp.concatenate([cond.velocity_mask.astype(dtype), present], axis=-1)
+
+
+def image_input(x_t: Array, cond: Condition, first_frame: str, mask0_all: bool, geometry: bool,
+                concat_mask: bool, dtype) -> Array:
+  """The video branch's input [B,T,H,W,image_channels]: x_t, then the first frame in every frame
+  (`first_frame="all"`) or in frame 0 only ("frame0"), a channel that is 1 on frame 0, frame 0's velocity
+  mask in every frame (`mask0_all`), the push geometry of frame 0's mask in every frame (`geometry`), and the
+  mask channels (`concat_mask`, for `control="concat"`)."""
+  b, t, h, w, _ = x_t.shape
+  first = cond.first_frame.astype(dtype)[:, None]
+  if first_frame == "all":
+    image = jnp.broadcast_to(first, (b, t, h, w, RGB))
+  else:
+    image = jnp.zeros((b, t, h, w, RGB), dtype).at[:, :1].set(first)
+  indicator = jnp.zeros((b, t, h, w, 1), dtype).at[:, 0].set(1)
+  parts = [x_t.astype(dtype), image, indicator]
+  if mask0_all:
+    parts.append(jnp.broadcast_to(cond.velocity_mask[:, :1].astype(dtype), (b, t, h, w, VELOCITY_CHANNELS)))
+  if geometry:
+    parts.append(jnp.broadcast_to(push_geometry(cond.velocity_mask[:, 0])[:, None].astype(dtype),
+                                  (b, t, h, w, GEOMETRY_CHANNELS)))
+  if concat_mask:
+    parts.append(mask_input(cond, dtype))
+  return jnp.concatenate(parts, axis=-1)
