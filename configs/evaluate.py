@@ -19,6 +19,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.prompt = "caption"  # the model's text: "caption" (the example's own), "auto" (the describer's), "none"
   c.describer = ""  # outcome-predictor workdir (kinemask_jax.describe) for prompt="auto"
   c.data_dir = ""  # dataset root; empty: the checkpoint's config.data_dir
+  c.in_memory = False  # make the split's examples with the data engine instead of reading a dataset
   c.move_threshold_frac = 0.04  # an object "moved" if its centroid went further than this x image width
   c.num_strips = 4  # examples drawn in samples.png
 

@@ -43,8 +43,19 @@ def controlled_objects(example: dict) -> list[int]:
           if example["moving_at_start"][k] and (ids0 == k + 1).any()]
 
 
-def load_examples(model_config, split: str, num: int, data_dir: str = "") -> list[dict]:
-  """The first `num` examples of `split` that have a controlled object visible in frame 0, as numpy dicts."""
+def load_examples(model_config, split: str, num: int, data_dir: str = "", in_memory: bool = False) -> list[dict]:
+  """The first `num` examples of `split` that have a controlled object visible in frame 0, as numpy dicts:
+  read from the model's dataset (generated first if missing), or with `in_memory` made by the data engine
+  from the split's seeds (the same scenes, without writing a dataset)."""
+  if in_memory:
+    from datagen import engine
+    examples = []
+    for example in engine.generate_split(split, 4 * num + 64, model_config.data):
+      if controlled_objects(example):
+        examples.append(example)
+      if len(examples) == num:
+        return examples
+    raise ValueError(f"split {split!r}: fewer than {num} examples with a visible controlled object")
   import tensorflow_datasets as tfds
   config = model_config.copy_and_resolve_references()
   if data_dir:
@@ -105,7 +116,9 @@ def model_method(name: str, pipe, eval_config, prompt: str) -> Method:
   return Method(name, generate)
 
 
-def _methods(eval_config, pipe) -> list[Method]:
+def _methods(eval_config, pipe, extra: dict | None = None) -> list[Method]:
+  """The methods to score: the reference, the model, its ablations (config paths, or `extra` name ->
+  pipeline for models held in memory), and the baselines."""
   from kinemask_jax import pipeline
   prompt = eval_config.prompt
   if prompt not in ("caption", "auto", "none"):
@@ -125,6 +138,8 @@ def _methods(eval_config, pipe) -> list[Method]:
     if path:
       methods.append(model_method(name, pipeline.KineMaskPipeline.from_checkpoint(path, describer=eval_config.describer),
                                   eval_config, prompt))
+  for name, other in (extra or {}).items():
+    methods.append(model_method(name, other, eval_config, prompt))
   known = {"copy_first_frame": lambda ex, vel: [baselines.copy_first_frame(e) for e in ex],
            "constant_velocity": lambda ex, vel: [baselines.constant_velocity(e, fps, v) for e, v in zip(ex, vel)]}
   for name in eval_config.baselines:
@@ -218,17 +233,31 @@ def text_following(pipe, examples: list[dict], eval_config) -> dict:
   return dict(text_following_rate=score / len(pairs), text_following_pairs=len(pairs), text_following_p=float(p))
 
 
-def evaluate(eval_config, workdir: str, out_dir: str | None = None) -> dict:
-  """Scores every method; writes out_dir/report.md (default: workdir) and out_dir/eval/; returns the results."""
+def evaluate(eval_config, workdir: str | None, out_dir: str | None = None, pretrained: str | None = None) -> dict:
+  """Scores every method on the test split of the model in `workdir` (or the shipped weights `pretrained`,
+  then out_dir is required); writes out_dir/report.md (default: workdir) and out_dir/eval/; returns the
+  results."""
   from kinemask_jax import pipeline
+  describer = eval_config.describer or None
+  if pretrained:
+    pipe = pipeline.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
+  else:
+    pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, describer=describer)
+  examples = load_examples(pipe.config, eval_config.split, eval_config.num, eval_config.data_dir,
+                           eval_config.in_memory)
+  name = f"pretrained {pretrained}" if pretrained else os.path.abspath(workdir)
+  return score(eval_config, pipe, examples, out_dir or workdir, name)
+
+
+def score(eval_config, pipe, examples: list[dict], out_dir: str, model_name: str, extra: dict | None = None
+          ) -> dict:
+  """Scores the model of `pipe`, its ablations (`extra`: name -> pipeline, besides the config's) and the
+  baselines on `examples` (dataset examples as numpy dicts); writes out_dir/report.md and out_dir/eval/."""
   start = time.time()
-  out_dir = out_dir or workdir
-  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, describer=eval_config.describer or None)
-  examples = load_examples(pipe.config, eval_config.split, eval_config.num, eval_config.data_dir)
   threshold = eval_config.move_threshold_frac * pipe.video_shape[2]
   speeds = tuple(eval_config.causality.speeds_mps)
   sweep = _causality_inputs(examples, speeds, eval_config.causality.num)
-  methods = _methods(eval_config, pipe)
+  methods = _methods(eval_config, pipe, extra)
   print(f"evaluating {len(methods)} methods on {len(examples)} {eval_config.split} examples "
         f"({len(sweep)} in the speed sweep at {list(speeds)} m/s)", flush=True)
   results, strips = {}, {}
@@ -245,7 +274,7 @@ def evaluate(eval_config, workdir: str, out_dir: str | None = None) -> dict:
     print(f"[{i + 1}/{len(methods)}] {method.name}: motion error {summary['motion_error_px']:.2f} px, "
           f"interaction F1 {summary['interaction_f1']:.2f}, PSNR {summary['psnr']:.2f} dB "
           f"({time.time() - t0:.0f} s)", flush=True)
-  meta = dict(workdir=os.path.abspath(workdir), checkpoint_step=pipe.step, split=eval_config.split,
+  meta = dict(workdir=model_name, checkpoint_step=pipe.step, split=eval_config.split,
               examples=len(examples), video=list(pipe.video_shape), speeds_mps=list(speeds),
               causality_examples=len(sweep), move_threshold_px=threshold, prompt=eval_config.prompt,
               num_steps=eval_config.num_steps or pipe.config.diffusion.num_steps,
@@ -378,13 +407,20 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
+  if (_WORKDIR.value is None) == (_PRETRAINED.value is None):
+    raise app.UsageError("give exactly one of --workdir and --pretrained")
+  if _PRETRAINED.value is not None and _OUT.value is None:
+    raise app.UsageError("--pretrained needs --out (where report.md and eval/ go)")
+  from kinemask_jax import pipeline
+  if _PRETRAINED.value is not None and _PRETRAINED.value not in pipeline.pretrained_names():
+    raise app.UsageError(f"--pretrained={_PRETRAINED.value}: no such shipped weights; shipped: "
+                         f"{pipeline.pretrained_names()}")
   if _NUM.value is not None:
     if _NUM.value < 1:
       raise app.UsageError(f"--num must be at least 1, got {_NUM.value}")
     config.num = _NUM.value
-  from kinemask_jax import pipeline
   try:
-    out = evaluate(config, _WORKDIR.value, _OUT.value)
+    out = evaluate(config, _WORKDIR.value, _OUT.value, _PRETRAINED.value)
   except pipeline.CheckpointError as e:
     raise SystemExit(f"error: {e}")
   print(table(out["results"]))
@@ -392,10 +428,11 @@ def main(argv) -> None:
 
 
 def _define_flags() -> None:
-  global _CONFIG, _WORKDIR, _NUM, _OUT
+  global _CONFIG, _WORKDIR, _NUM, _OUT, _PRETRAINED
   _CONFIG = config_flags.DEFINE_config_file(
       "config", os.path.join(os.path.dirname(__file__), "..", "configs", "evaluate.py"), "Evaluation config.")
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model to evaluate.", required=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir of the model to evaluate (or --pretrained).")
+  _PRETRAINED = flags.DEFINE_string("pretrained", None, "Shipped weights to evaluate: tiny or small (or --workdir).")
   _NUM = flags.DEFINE_integer("num", None, "Examples to score (overrides config.num).")
   _OUT = flags.DEFINE_string("out", None, "Where report.md and eval/ go (default: --workdir).")
 

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from kinemask_jax import checkpoint as ckpt_lib, diffusion, step as step_lib, text, velocity_mask as vm
+from kinemask_jax import checkpoint as ckpt_lib, conditioning, diffusion, step as step_lib, text
 
 
 class InputError(ValueError):
@@ -64,6 +64,56 @@ def _config_from_json(d: dict) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(tuples(d))
 
 
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+# Model fields a checkpoint must have to be read by this version, and why each one came.
+LAYOUT_FIELDS = {
+    "first_frame": "the first frame enters every frame's input",
+    "output": "the network predicts the change from the first frame",
+    "mask0_all": "frame 0's velocity mask enters every frame's input",
+    "push_geometry": "every frame gets its position along and across the push",
+}
+
+
+def pretrained_names() -> list[str]:
+  """Names of the weights shipped in kinemask_jax/pretrained/."""
+  if not os.path.isdir(PRETRAINED_DIR):
+    return []
+  return sorted(d for d in os.listdir(PRETRAINED_DIR) if os.path.exists(os.path.join(PRETRAINED_DIR, d, "config.json")))
+
+
+def check_model_layout(stored: dict, where: str) -> None:
+  """Raises CheckpointError when a stored config (a dict) was written by a version whose conditioning
+  layout or vocabulary storage this version cannot read, saying which and why."""
+  model = stored.get("model", {})
+  missing = [k for k in LAYOUT_FIELDS if k not in model]
+  if missing:
+    raise CheckpointError(
+        f"{where}: written by an older kinemask-jax whose model has another conditioning layout (no "
+        f"{', '.join('model.' + k for k in missing)}: now {'; '.join(LAYOUT_FIELDS[k] for k in missing)}; frame "
+        f"0 is given, not generated). Its weights do not fit this model: retrain it with this version.")
+  if "vocabulary" not in model.get("text", {}):
+    raise CheckpointError(f"{where}: its config does not store the text vocabulary (model.text.vocabulary), so "
+                          "its embedding rows cannot be matched to words: retrain it with this version.")
+
+
+def _load_describer(describer: str | None, config):
+  """The outcome predictor of the workdir `describer` (or None), checked against the video model's size."""
+  if not describer:
+    return None
+  from kinemask_jax import describe
+  if not os.path.isdir(describer):
+    raise CheckpointError(f"describer {describer!r}: no such directory (expected a kinemask_jax.describe workdir)")
+  try:
+    predictor = describe.OutcomePredictor.from_checkpoint(describer)
+  except (FileNotFoundError, ValueError) as e:
+    raise CheckpointError(f"describer {describer!r}: {e}") from e
+  ours, theirs = config.data, predictor.config.data
+  if (ours.num_frames, ours.height, ours.width) != (theirs.num_frames, theirs.height, theirs.width):
+    raise CheckpointError(f"describer {describer!r} reads {theirs.height}x{theirs.width} images, the video model "
+                          f"{ours.height}x{ours.width}")
+  return predictor
+
+
 class KineMaskPipeline:
   """A trained KineMask video model (its EMA weights) ready to sample; see the module docstring."""
 
@@ -73,23 +123,43 @@ class KineMaskPipeline:
     self.describer = describer  # a kinemask_jax.describe.OutcomePredictor for prompt="auto", or None
     self._trainer = step_lib.Trainer(config)
     self._ema, self._frozen = ema, frozen
-    self.tokenizer = text.Tokenizer(config.model.text.max_len)
+    self.tokenizer = text.Tokenizer.from_config(config.model.text)
     self._sample = jax.jit(self._sample_fn, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
+
+  @classmethod
+  def from_pretrained(cls, name: str, describer: str | None = None) -> "KineMaskPipeline":
+    """The weights shipped in this repository (kinemask_jax/pretrained/NAME): "tiny" (8x32x32, trained on a
+    2-core CPU) or "small" (16x64x64, trained on one GPU). See `from_weights`."""
+    available = pretrained_names()
+    if name not in available:
+      raise CheckpointError(f"pretrained {name!r}: no such weights; shipped: {available}")
+    return cls.from_weights(os.path.join(PRETRAINED_DIR, name), describer)
+
+  @classmethod
+  def from_weights(cls, directory: str, describer: str | None = None) -> "KineMaskPipeline":
+    """Loads a weights folder written by kinemask_jax.weights.save (config.json and EMA shards). Weights
+    exported in bfloat16 compute in float32 on a CPU (bf16 matrix products are slow there)."""
+    from kinemask_jax import weights
+    try:
+      meta = weights.read_config(directory)
+    except weights.WeightsError as e:
+      raise CheckpointError(str(e)) from e
+    check_model_layout(meta["config"], directory)
+    config = _config_from_json(meta["config"])
+    if jax.default_backend() == "cpu":
+      config.model.dtype = "float32"
+    template = jax.eval_shape(lambda: step_lib.Trainer(config)._init(0))
+    try:
+      ema, frozen = weights.load(directory, template.ema, template.frozen)
+    except weights.WeightsError as e:
+      raise CheckpointError(str(e)) from e
+    return cls(config, ema, frozen, meta["step"], _load_describer(describer, config))
 
   @classmethod
   def from_checkpoint(cls, workdir: str, step: int | None = None, describer: str | None = None
                       ) -> "KineMaskPipeline":
     """Loads the EMA weights of the latest (or the given) checkpoint of a training workdir, and the outcome
     predictor of the workdir `describer` (kinemask_jax.describe) that writes prompt="auto" descriptions."""
-    predictor = None
-    if describer:
-      from kinemask_jax import describe
-      if not os.path.isdir(describer):
-        raise CheckpointError(f"describer {describer!r}: no such directory (expected a kinemask_jax.describe workdir)")
-      try:
-        predictor = describe.OutcomePredictor.from_checkpoint(describer)
-      except (FileNotFoundError, ValueError) as e:
-        raise CheckpointError(f"describer {describer!r}: {e}") from e
     if not os.path.isdir(workdir):
       raise CheckpointError(f"workdir {workdir!r}: no such directory (expected a kinemask_jax.train workdir)")
     try:
@@ -103,6 +173,7 @@ class KineMaskPipeline:
     if missing or "control" not in stored.get("model", {}):
       raise CheckpointError(f"workdir {workdir!r}: not a KineMask video-model checkpoint (its config lacks "
                             f"{missing or ['model.control']})")
+    check_model_layout(stored, f"workdir {workdir!r}")
     config = _config_from_json(stored)
     trainer = step_lib.Trainer(config)
     template = jax.eval_shape(lambda: trainer._init(0))
@@ -111,12 +182,7 @@ class KineMaskPipeline:
     except Exception as e:  # orbax reports shape and structure mismatches with several exception types
       raise CheckpointError(f"workdir {workdir!r}: checkpoint {step} does not match the model its config "
                             f"describes: {type(e).__name__}: {e}") from e
-    if predictor is not None:
-      ours, theirs = config.data, predictor.config.data
-      if (ours.num_frames, ours.height, ours.width) != (theirs.num_frames, theirs.height, theirs.width):
-        raise CheckpointError(f"describer {describer!r} reads {theirs.height}x{theirs.width} images, the video model "
-                              f"{ours.height}x{ours.width}")
-    return cls(config, state.ema, state.frozen, step, predictor)
+    return cls(config, state.ema, state.frozen, step, _load_describer(describer, config))
 
   # -- shapes and units -------------------------------------------------------------------------------
   @property
@@ -264,17 +330,8 @@ class KineMaskPipeline:
     return prompt
 
   # -- sampling -----------------------------------------------------------------------------------------
-  def _sample_fn(self, ema, frozen, first_frame, ids0, velocities, text_ids, text_lengths, noise, *,
-                 num_steps, method, text_scale, mask_scale):
+  def _sample_fn(self, ema, frozen, cond, noise, *, num_steps, method, text_scale, mask_scale):
     model = nnx.merge(self._trainer.graphdef, ema, frozen)
-    b, t = noise.shape[:2]
-    # Frame 0's ids and velocities; later frames carry no mask (mask_present 0), as at inference.
-    ids = jnp.zeros((b, t) + ids0.shape[1:], ids0.dtype).at[:, 0].set(ids0)
-    vel = jnp.broadcast_to(velocities[:, None], (b, t) + velocities.shape[1:])
-    controlled = jnp.ones(velocities.shape[:2], bool)
-    mask = vm.velocity_mask(ids, vel, controlled, self.config.conditioning.v_max_mps)
-    mask, present = vm.keep_first_frames(mask, jnp.ones((b,), jnp.int32))
-    cond = diffusion.Condition(diffusion.to_model_space(first_frame), mask, present, text_ids, text_lengths)
     x = diffusion.sample(model, cond, None, noise.shape, num_steps, method, text_scale, mask_scale,
                          self.config.diffusion.time_shift, noise=noise)
     return diffusion.to_uint8(x)
@@ -325,10 +382,11 @@ class KineMaskPipeline:
       return GenerationResult(videos, prompts, np.stack(frames), masks, vels)
     return GenerationResult(videos[0], prompts[0], frames[0], masks[0], vels[0])
 
-  def _run(self, examples, prompts, num_steps, method, seed, text_scale, mask_scale) -> np.ndarray:
+  def _condition(self, examples, prompts) -> conditioning.Condition:
+    """The Condition of validated examples (image, masks [K,H,W], velocities [K,3]) and their prompts."""
     k_max = max(e[1].shape[0] for e in examples)
     b = len(examples)
-    t, h, w, c = self.video_shape
+    t, h, w, _ = self.video_shape
     ids0 = np.zeros((b, h, w), np.int32)
     velocities = np.zeros((b, k_max, 3), np.float32)
     for i, (_, masks, vels) in enumerate(examples):
@@ -336,13 +394,24 @@ class KineMaskPipeline:
         ids0[i][m] = k + 1
       velocities[i, :len(vels)] = vels  # padding objects have no pixels, so their zero velocity is unused
     text_ids, text_lengths = self.tokenizer.encode_batch(prompts)
-    key = jax.random.key(seed)
-    noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, i), (t, h, w, c), jnp.float32) for i in range(b)])
     frames = np.stack([e[0] for e in examples])
-    out = self._sample(self._ema, self._frozen, frames, ids0, velocities, text_ids, text_lengths, noise,
-                       num_steps=num_steps, method=method, text_scale=text_scale, mask_scale=mask_scale)
-    return np.asarray(jax.device_get(out))
+    return conditioning.from_user(frames, ids0, velocities, text_ids, text_lengths, t,
+                                  self.config.conditioning.v_max_mps)
 
+  def condition(self, image, object_mask, velocity, prompt: str | None = None) -> conditioning.Condition:
+    """The model's Condition (batch of one) for these inputs, as `generate` builds it (validated the same way;
+    `prompt` is used as given: None or "" for no text)."""
+    example = self._example(image, object_mask, velocity, "")
+    return self._condition([example], [prompt or ""])
+
+  def _run(self, examples, prompts, num_steps, method, seed, text_scale, mask_scale) -> np.ndarray:
+    cond = self._condition(examples, prompts)
+    key = jax.random.key(seed)
+    shape = self.video_shape
+    noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32) for i in range(len(examples))])
+    out = self._sample(self._ema, self._frozen, cond, noise, num_steps=num_steps, method=method,
+                       text_scale=text_scale, mask_scale=mask_scale)
+    return np.asarray(jax.device_get(out))
 
 
 def mask_from_point(image, x: int, y: int, max_chroma_distance: float = 0.06,

@@ -1,5 +1,5 @@
-"""Generates a video from an image: `python -m kinemask_jax.sample --workdir=W --image=IMG --point=x,y
---velocity=vx,vy --out=OUT.gif`.
+"""Generates a video from an image: `python -m kinemask_jax.sample (--workdir=W | --pretrained=tiny)
+--image=IMG --point=x,y --velocity=vx,vy --out=OUT.gif`.
 
 The object to push is given by a mask PNG (--mask, nonzero = object) or by a point on it (--point, segmented
 by colour flood fill: kinemask_jax.pipeline.mask_from_point). The velocity is in m/s in the camera frame
@@ -44,9 +44,13 @@ def _read_image(path: str, flag: str, mode: str | None = None) -> np.ndarray:
 def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, point: str | None = None,
         velocity: str | None = None, arrow: str | None = None, prompt: str = "auto", num_steps: int | None = None,
         seed: int = 0, step: int | None = None, mp4: str | None = None, strip_path: str | None = None,
-        describer: str | None = None):
+        describer: str | None = None, pretrained: str | None = None):
   """The command's work (flags as arguments); returns the GenerationResult."""
   from kinemask_jax import media, pipeline
+  if (workdir is None) == (pretrained is None):
+    raise app.UsageError("give exactly one of --workdir and --pretrained")
+  if pretrained is not None and pretrained not in pipeline.pretrained_names():
+    raise app.UsageError(f"--pretrained={pretrained}: no such shipped weights; shipped: {pipeline.pretrained_names()}")
   if (mask_path is None) == (point is None):
     raise app.UsageError("give exactly one of --mask and --point")
   if (velocity is None) == (arrow is None):
@@ -60,7 +64,10 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
   else:
     x, y = _numbers("point", point, (2,))
     mask = pipeline.mask_from_point(image, int(x), int(y))
-  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
+  if pretrained is not None:
+    pipe = pipeline.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
+  else:
+    pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
   if arrow is not None:
     dx, dy = _numbers("arrow", arrow, (2,))
     ys, xs = np.nonzero(mask)
@@ -107,13 +114,15 @@ def main(argv) -> None:
   from kinemask_jax import pipeline
   try:
     run(FLAGS.workdir, FLAGS.image, FLAGS.out, FLAGS.mask, FLAGS.point, FLAGS.velocity, FLAGS.arrow,
-        FLAGS.prompt, FLAGS.num_steps, FLAGS.seed, FLAGS.step, FLAGS.mp4, FLAGS.strip, FLAGS.describer)
+        FLAGS.prompt, FLAGS.num_steps, FLAGS.seed, FLAGS.step, FLAGS.mp4, FLAGS.strip, FLAGS.describer,
+        FLAGS.pretrained)
   except (pipeline.InputError, pipeline.CheckpointError) as e:
     raise SystemExit(f"error: {e}")
 
 
 def _define_flags() -> None:
-  flags.DEFINE_string("workdir", None, "Training workdir holding the checkpoint.", required=True)
+  flags.DEFINE_string("workdir", None, "Training workdir holding the checkpoint (or --pretrained).")
+  flags.DEFINE_string("pretrained", None, "Weights shipped in the repository: tiny or small (or --workdir).")
   flags.DEFINE_string("image", None, "First frame: an RGB image file.", required=True)
   flags.DEFINE_string("mask", None, "Object mask image (nonzero = object), the size of --image.")
   flags.DEFINE_string("point", None, "x,y pixel on the object (instead of --mask).")

@@ -146,6 +146,21 @@ def test_missing_and_incompatible_checkpoints(tiny_checkpoint, tmp_path):
     json.dump(config, f)
   with pytest.raises(CheckpointError, match="does not match the model"):
     KineMaskPipeline.from_checkpoint(str(wrong))
+  # Checkpoints of an earlier version: another conditioning layout, or no stored vocabulary.
+  for key, match in (("push_geometry", "older kinemask-jax.*conditioning layout.*model.push_geometry"),
+                     ("first_frame", "model.first_frame.*first frame enters every frame")):
+    old = json.loads(json.dumps(config))
+    del old["model"][key]
+    with open(config_path, "w") as f:
+      json.dump(old, f)
+    with pytest.raises(CheckpointError, match=match):
+      KineMaskPipeline.from_checkpoint(str(wrong))
+  old = json.loads(json.dumps(config))
+  del old["model"]["text"]["vocabulary"]
+  with open(config_path, "w") as f:
+    json.dump(old, f)
+  with pytest.raises(CheckpointError, match="vocabulary"):
+    KineMaskPipeline.from_checkpoint(str(wrong))
   del config["model"]["control"]
   with open(config_path, "w") as f:
     json.dump(config, f)
