@@ -18,7 +18,7 @@ from datagen import engine
 from datagen import physics
 from datagen import scenes as scenes_lib
 
-SPLIT_SEED_BASE = {"train": 0, "validation": 1_000_000_000, "test": 2_000_000_000}
+SPLIT_SEED_BASE = engine.SPLIT_SEED_BASE
 SHAPE_NAMES = scenes_lib.SHAPES  # `shape` feature: index into this, -1 for padding
 
 
@@ -93,9 +93,5 @@ class KinemaskSynth(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(split, num) for split, num in self._sizes.items()}
 
   def _generate_examples(self, split: str, num: int):
-    cfg = self._data_config
-    base = SPLIT_SEED_BASE[split]
-    for start in range(0, num, cfg.batch_size):
-      index = np.arange(start, min(num, start + cfg.batch_size))
-      for i, example in zip(index, engine.generate_batch(base + index, cfg, self._backend)):
-        yield int(i), example
+    for i, example in enumerate(engine.generate_split(split, num, self._data_config, self._backend)):
+      yield i, example

@@ -50,13 +50,24 @@ def resolve_backend(cfg: ml_collections.ConfigDict) -> str:
   return backend
 
 
-def rollout(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, backend: str | None = None) -> Trajectory:
-  """Simulates `scenes` for cfg.num_frames frames with the chosen backend."""
+def prepare(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, backend: str | None = None):
+  """The host-side preparation of a rollout (MJX: the batch's model arrays; C: nothing), which the data
+  engine runs for the next batch while the accelerator simulates this one."""
+  backend = backend or resolve_backend(cfg)
+  if backend == "mjx":
+    canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True))
+    return mjx_batch_params(scenes, cfg, canon)
+  return None
+
+
+def rollout(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, backend: str | None = None,
+            prepared=None) -> Trajectory:
+  """Simulates `scenes` for cfg.num_frames frames with the chosen backend (`prepared`: `prepare`'s result)."""
   backend = backend or resolve_backend(cfg)
   if backend == "c":
     return rollout_c(scenes, cfg)
   if backend == "mjx":
-    return rollout_mjx(scenes, cfg)
+    return rollout_mjx(scenes, cfg, prepared)
   raise ValueError(f"physics backend must be 'c' or 'mjx', got {backend!r}")
 
 
@@ -241,10 +252,10 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
   return params, qpos0, qvel0
 
 
-def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict) -> Trajectory:
+def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, prepared=None) -> Trajectory:
   """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring)."""
   canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True))
-  params, qpos0, qvel0 = mjx_batch_params(scenes, cfg, canon)
+  params, qpos0, qvel0 = prepared if prepared is not None else mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
   as_f32 = lambda x: jnp.asarray(x, jnp.float32)
   qpos, qvel, contact = jax.device_get(canon.step_fn(jax.tree.map(as_f32, params), as_f32(qpos0), as_f32(qvel0)))

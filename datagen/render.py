@@ -220,6 +220,20 @@ def render_batch(sc: dict, position: jax.Array, quat: jax.Array, settings: Setti
   return rgb, ids.astype(jnp.uint8), depth
 
 
+@functools.partial(jax.jit, static_argnames="n_max")
+def silhouettes(ids: jax.Array, n_max: int) -> tuple[jax.Array, jax.Array]:
+  """ids uint8 [B,T,H,W] -> centroid of each object's pixels [B,T,N,2] (x, y, pixel centres at +0.5; NaN if
+  absent) and pixel count int32 [B,T,N], on the device that rendered them (truth.silhouette_centroids is
+  the per-scene numpy reference)."""
+  h, w = ids.shape[-2:]
+  ys, xs = jnp.mgrid[0:h, 0:w] + 0.5
+  onehot = (ids[..., None] == jnp.arange(1, n_max + 1, dtype=ids.dtype)).astype(jnp.float32)
+  count = onehot.sum((2, 3))
+  cx = jnp.einsum("bthwn,hw->btn", onehot, xs) / count
+  cy = jnp.einsum("bthwn,hw->btn", onehot, ys) / count
+  return jnp.stack([cx, cy], -1), count.astype(jnp.int32)
+
+
 def scene_arrays(scenes: list[scenes_lib.Scene]) -> dict:
   """Stacks the render inputs of `scenes` (numpy, leading axis B)."""
   stack = lambda f, dtype=np.float32: np.stack([f(s) for s in scenes]).astype(dtype)
@@ -233,7 +247,10 @@ def scene_arrays(scenes: list[scenes_lib.Scene]) -> dict:
 
 
 def render(scenes: list[scenes_lib.Scene], position: np.ndarray, quat: np.ndarray,
-           cfg: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Renders trajectories of `scenes` (position [B,T,N,3], quat [B,T,N,4]) to numpy rgb, ids, depth."""
+           cfg: ml_collections.ConfigDict, with_silhouettes: bool = False) -> tuple[np.ndarray, ...]:
+  """Renders trajectories of `scenes` (position [B,T,N,3], quat [B,T,N,4]) to numpy rgb, ids, depth, and with
+  `with_silhouettes` the objects' silhouette centroids and pixel counts (see `silhouettes`)."""
   out = render_batch(scene_arrays(scenes), jnp.asarray(position), jnp.asarray(quat), Settings.from_config(cfg))
-  return tuple(np.asarray(x) for x in out)
+  if with_silhouettes:
+    out = out + silhouettes(out[1], int(position.shape[2]))
+  return tuple(np.asarray(x) for x in jax.device_get(out))

@@ -73,14 +73,17 @@ def tilt_deg(quat: np.ndarray) -> np.ndarray:
   return np.degrees(np.arccos(np.clip(zz, -1.0, 1.0)))
 
 
-def example_truth(scene: scenes_lib.Scene, traj: physics.Trajectory, b: int, ids: np.ndarray) -> dict:
-  """Truth fields of scene `b` of a rollout: velocity_cam, centroid_px, visible, collisions, fell."""
+def example_truth(scene: scenes_lib.Scene, traj: physics.Trajectory, b: int, ids: np.ndarray,
+                  silhouettes: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+  """Truth fields of scene `b` of a rollout: velocity_cam, centroid_px, visible, collisions, fell.
+
+  silhouettes: (centroid [T,N,2], count [T,N]) of `ids` if already computed (datagen/render.silhouettes)."""
   n_max = scene.shape.shape[0]
   n = scene.num_objects
   valid = scene.valid
   position, velocity = traj.position[b], traj.velocity[b]
   velocity_cam = (velocity @ scene.camera.rotation.T) * valid[None, :, None]
-  centroid, count = silhouette_centroids(ids, n_max)
+  centroid, count = silhouette_centroids(ids, n_max) if silhouettes is None else silhouettes
   projected, _ = project(position, scene.camera)
   visible = (count > 0) & valid[None]
   # Where an object is hidden, its centroid is the projection of its centre (may lie off-image).

@@ -1,0 +1,45 @@
+"""The one-command loan run (scripts/gpu_run.sh -> kinemask_jax.express), on the CPU at tiny size in about a
+minute, so that it is known to work before an accelerator is lent."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kinemask_jax import KineMaskPipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
+  out = tmp_path / "out"
+  env = dict(os.environ, OUT=str(out), SIZE="tiny", MINUTES="1.0", BENCH_S="0", DTYPE="float32", BATCH="8",
+             ANNEAL="20", NUM_TRAIN="64", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
+             EXTRA="--num_test=6 --eval_minutes=0.35 --eval_batch=8")
+  proc = subprocess.run(["bash", "scripts/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=400)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  files = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+  assert len(files) <= 8 and {"report.md", "run.json", "samples.gif", "samples.png", "weights/config.json"} <= set(files)
+  run = json.load(open(out / "run.json"))
+  assert run["data"]["train"] == 64 and run["data"]["test"] == 6
+  assert run["train"]["stage1"]["steps"] > 1 and run["train"]["stage2"]["steps"] > 1
+  names = list(run["eval"]["results"])
+  assert names[:2] == ["simulator (reference)", "KineMask"] and "stage 1 only" in names and "copy first frame" in names
+  report = open(out / "report.md").read()
+  assert "| KineMask |" in report and "| constant velocity |" in report
+  # The exported weights load and sample.
+  pipe = KineMaskPipeline.from_weights(str(out / "weights"))
+  assert pipe.step == run["train"]["stage2"]["steps"]
+
+
+@pytest.mark.parametrize("flag, match", [("--minutes=0", "--minutes"), ("--stage1_fraction=1.5", "--stage1_fraction"),
+                                         ("--num_train=0", "--num_train")])
+def test_express_refuses_bad_flags_before_any_work(tmp_path, flag, match):
+  proc = subprocess.run([sys.executable, "-m", "kinemask_jax.express", "--config=configs/stage2.py:tiny",
+                         f"--out={tmp_path}", flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0 and match in proc.stderr
+  assert not os.listdir(tmp_path)
