@@ -7,17 +7,28 @@ import ml_collections
 
 from configs import model as model_configs
 
-# train examples generated when the dataset is missing, steps per stage, global batch, checkpoint and sample
-# periods. base and large batches are what fits one 80 GB H100 in bf16 without remat (measured).
+# Train examples generated when the dataset is missing, steps of stage 1 and of stage 2, global batch,
+# checkpoint and sample periods, stage 2's anneal. tiny is the recipe measured on a 2-core CPU (README, "The
+# model learns"): about 45 minutes for both stages there. small is for an accelerator (one H200 trained it
+# for 6 minutes at batch 64). base and large batches are what fits one 80 GB H100 in bf16 without remat.
 _SIZES = {
-    "tiny": dict(num_train=64, steps=60, batch=8, checkpoint_every=20, sample_every=0, anneal_steps=40),
-    "small": dict(num_train=512, steps=150, batch=8, checkpoint_every=50, sample_every=150, anneal_steps=100),
-    "base": dict(num_train=8192, steps=50_000, batch=16, checkpoint_every=2000, sample_every=5000,
+    "tiny": dict(num_train=2048, steps=(4000, 9000), batch=8, checkpoint_every=1000, sample_every=0,
+                 anneal_steps=3000),
+    "small": dict(num_train=16384, steps=(3000, 7000), batch=64, checkpoint_every=1000, sample_every=2000,
+                  anneal_steps=2000),
+    "base": dict(num_train=8192, steps=(50_000, 50_000), batch=16, checkpoint_every=2000, sample_every=5000,
                  anneal_steps=20_000),
-    "large": dict(num_train=8192, steps=100_000, batch=8, checkpoint_every=2000, sample_every=5000,
+    "large": dict(num_train=8192, steps=(100_000, 100_000), batch=8, checkpoint_every=2000, sample_every=5000,
                   anneal_steps=40_000),
 }
 SIZES = tuple(_SIZES)
+
+
+def default_size() -> str:
+  """The size a stage config gets without one: tiny on a CPU (what 2 cores can train in 45 minutes), small
+  on an accelerator."""
+  import jax
+  return "tiny" if jax.default_backend() == "cpu" else "small"
 
 
 def get_config(size: str, stage: int) -> ml_collections.ConfigDict:
@@ -30,6 +41,7 @@ def get_config(size: str, stage: int) -> ml_collections.ConfigDict:
   c.seed = 0
   # Stage 2 starts from a stage-1 workdir (parameters and EMA; fresh optimizer).
   c.init_from = ""
+  c.optim.decay_steps = s["steps"][stage - 1]  # each stage's cosine runs over its own steps
   c.batch_size = s["batch"]  # global batch, split over processes and the mesh's batch axes
 
   c.data_dir = "data"  # datasets live (or are generated) here, as data_dir/kinemask_synth/<data size>/
@@ -38,7 +50,10 @@ def get_config(size: str, stage: int) -> ml_collections.ConfigDict:
   c.data_threads = 2  # grain read threads
 
   t = c.train = ml_collections.ConfigDict()
-  t.steps = s["steps"]
+  t.steps = s["steps"][stage - 1]
+  # A stage-2 run without init_from first trains stage 1 for this many steps in WORKDIR/stage1 and starts
+  # from it (the whole curriculum in one command); 0 trains stage 2 from scratch.
+  t.stage1_steps = s["steps"][0] if stage == 2 else 0
   t.log_every = 10
   t.checkpoint_every = s["checkpoint_every"]
   t.keep_checkpoints = 3

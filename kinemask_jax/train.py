@@ -84,11 +84,46 @@ def _sampler(config, trainer: step_lib.Trainer):
   return sample
 
 
+def stage1_config(config):
+  """The stage-1 run a stage-2 config without init_from trains first (its `train.stage1_steps`)."""
+  c = config.copy_and_resolve_references()
+  c.stage = 1
+  c.train.steps = config.train.stage1_steps
+  c.train.stage1_steps = 0
+  c.optim.decay_steps = config.train.stage1_steps
+  c.curriculum.floor_prob = 0.0
+  return c
+
+
+def describe_run(config, workdir: str) -> str:
+  """What a run will train, for how long, from what: printed at its start."""
+  d = config.data
+  start = (f"from {config.init_from}" if config.init_from else
+           f"after stage 1 ({config.train.stage1_steps} steps in {os.path.join(workdir, 'stage1')})"
+           if config.stage == 2 and config.train.stage1_steps else "from scratch")
+  return (f"kinemask_jax.train: stage {config.stage} of the {config.size} model ({d.num_frames}x{d.height}x{d.width}"
+          f" videos) for {config.train.steps} steps of batch {config.batch_size}, {start}, on "
+          f"{jax.device_count()} {jax.devices()[0].platform.upper()} device(s); dataset "
+          f"{data.dataset_path(config)} ({config.num_train} train videos, generated first if missing). "
+          f"The progress bar shows the time left; README 'The model learns' gives what each size reaches.")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs (or resumes) the configured training in `workdir`; returns the last step's metrics."""
+  """Runs (or resumes) the configured training in `workdir`; returns the last step's metrics.
+
+  A stage-2 config without init_from and with train.stage1_steps > 0 trains (or resumes) its stage 1 in
+  workdir/stage1 first and starts from it.
+  """
   _initialize_distributed(config)
   if config.stage not in (1, 2):
     raise ValueError(f"config.stage must be 1 or 2, got {config.stage}")
+  if config.stage == 2 and not config.init_from and config.train.stage1_steps > 0:
+    first = os.path.join(workdir, "stage1")
+    train_and_evaluate(stage1_config(config), first)
+    config = config.copy_and_resolve_references()
+    config.init_from = first
+  if jax.process_index() == 0:
+    print(describe_run(config, workdir), flush=True)
   primary = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   from clu import metric_writers, parameter_overview, periodic_actions
@@ -110,7 +145,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   elif config.init_from:
     state = _load_init_from(config, state)
   elif config.stage == 2:
-    logging.warning("stage 2 without --config.init_from: training from scratch (the curriculum starts stage 2 "
+    logging.warning("stage 2 without --config.init_from and train.stage1_steps=0: training from scratch (the "
+                    "curriculum starts stage 2 "
                     "from a stage-1 run)")
 
   writer = metric_writers.create_default_writer(workdir, just_logging=not primary)

@@ -32,7 +32,7 @@ def tiny_checkpoint(tiny_dataset, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("tiny_run"))
   c = stage2.get_config("tiny")
   c.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
-  c.train.update(dict(steps=2, log_every=1, checkpoint_every=2, sample_every=0))
+  c.train.update(dict(steps=2, log_every=1, checkpoint_every=2, sample_every=0, stage1_steps=0))
   train.train_and_evaluate(c, workdir)
   return workdir
 

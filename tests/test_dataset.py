@@ -112,11 +112,11 @@ def test_interrupted_generation_never_looks_complete(tiny_cfg, tmp_path, monkeyp
   real = engine.generate_batch
   calls = []
 
-  def failing(seeds, cfg, backend=None):
+  def failing(seeds, cfg, backend=None, prepared=None):
     calls.append(1)
     if len(calls) == 2:
       raise KeyboardInterrupt("simulated interruption")
-    return real(seeds, cfg, backend)
+    return real(seeds, cfg, backend, prepared)
 
   monkeypatch.setattr(engine, "generate_batch", failing)
   with pytest.raises(KeyboardInterrupt):

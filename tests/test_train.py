@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import stage1, stage2
-from kinemask_jax import curriculum, data, train
+from kinemask_jax import checkpoint as ckpt_lib, curriculum, data, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +23,7 @@ def tiny_config(stage, data_dir, init_from="", **train_overrides):
   c = (stage1 if stage == 1 else stage2).get_config("tiny")
   c.data_dir = data_dir
   c.init_from = init_from
-  c.train.update(dict(steps=6, log_every=2, checkpoint_every=3, sample_every=0))
+  c.train.update(dict(steps=6, log_every=2, checkpoint_every=3, sample_every=0, stage1_steps=0))
   c.train.update(train_overrides)
   c.curriculum.anneal_steps = 4
   return c
@@ -103,6 +103,20 @@ def test_stage1_then_stage2_tiny(tiny_dataset, tmp_path):
     train.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path / "missing")), str(tmp_path / "bad2"))
   with pytest.raises(train.TrainingError, match="no complete checkpoint|no checkpoints"):
     train.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path)), str(tmp_path / "bad3"))
+
+
+@pytest.mark.slow
+def test_stage2_without_init_from_runs_the_whole_curriculum(tiny_dataset, tmp_path, capsys):
+  """The main command's path: a stage-2 config without init_from trains its stage 1 first and starts from it."""
+  workdir = str(tmp_path / "main")
+  m = train.train_and_evaluate(tiny_config(2, data_dir_of(tiny_dataset), steps=3, stage1_steps=3), workdir)
+  assert np.isfinite(m["loss"]) and m["curriculum_k"] < 8
+  assert sorted(os.listdir(os.path.join(workdir, "stage1", "checkpoints"))) == ["3"]
+  assert sorted(read_losses(os.path.join(workdir, "stage1"))) == [1, 2, 3] and sorted(read_losses(workdir)) == [1, 2, 3]
+  stored = ckpt_lib.Checkpoints(workdir, read_only=True).restore_config()[0]
+  assert stored["init_from"] == os.path.join(workdir, "stage1") and stored["stage"] == 2
+  out = capsys.readouterr().out
+  assert "stage 1 of the tiny model" in out and "stage 2 of the tiny model" in out and "after stage 1" not in out
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
