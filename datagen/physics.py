@@ -13,6 +13,7 @@ tests/test_physics.py runs a batch of 32 through the CPU path under a timeout to
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -109,16 +110,20 @@ def rollout_c(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict) ->
          (("position", (3,), np.float32), ("quat", (4,), np.float32), ("velocity", (3,), np.float32),
           ("contact", (n_max,), bool))}
   spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+  threads = max(1, cfg.physics.threads)
+  # Compiling a model (~3 ms, convex hulls of the cylinders) releases the GIL: compile on every thread.
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    compiled = list(pool.map(lambda s: mujoco.MjModel.from_xml_string(mjcf.scene_xml(s, cfg)), scenes))
   for n in sorted({s.num_objects for s in scenes}):
     idx = [i for i, s in enumerate(scenes) if s.num_objects == n]
-    models = [mujoco.MjModel.from_xml_string(mjcf.scene_xml(scenes[i], cfg)) for i in idx]
+    models = [compiled[i] for i in idx]
     state0 = np.zeros((len(idx), mujoco.mj_stateSize(models[0], spec)))
     for row, (i, model) in enumerate(zip(idx, models)):
       data = mujoco.MjData(model)
       data.qpos[:], data.qvel[:] = _initial_qpos_qvel(scenes[i], n)
       mujoco.mj_forward(model, data)
       mujoco.mj_getState(model, data, state0[row], spec)
-    datas = [mujoco.MjData(models[0]) for _ in range(max(1, cfg.physics.threads))]
+    datas = [mujoco.MjData(models[0]) for _ in range(threads)]
     state, sensors = mj_rollout.rollout(models, datas, state0, nstep=nstep)
     nq = models[0].nq
     qpos = np.concatenate([state0[:, None, 1:1 + nq], _frames(state[..., 1:1 + nq], spf)], 1)
