@@ -132,8 +132,9 @@ def _methods(eval_config, pipe, extra: dict | None = None) -> list[Method]:
   if ab.no_text and prompt != "none":
     methods.append(model_method("no text", pipe, eval_config, "none"))
   stage1 = ab.stage1_only
-  if stage1 == "auto":
+  if stage1 == "auto":  # the stage-1 workdir a stage-2 run started from, when it is there
     stage1 = pipe.config.get("init_from", "") if pipe.config.get("stage") == 2 else ""
+    stage1 = stage1 if stage1 and os.path.isdir(stage1) else ""
   for name, path in (("stage 1 only", stage1), ("no velocity", ab.no_velocity)):
     if path:
       methods.append(model_method(name, pipeline.KineMaskPipeline.from_checkpoint(path, describer=eval_config.describer),

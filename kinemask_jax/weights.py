@@ -3,7 +3,8 @@
 A weights folder holds `config.json` (the run's whole config, vocabulary included) and `ema-NNNNN.npz`
 shards (each at most `shard_mib` MiB, so a file fits size-limited transfers), one array per parameter named
 by its path in the model (`blocks/0/attn/qkv/kernel`), stored as float32 or bfloat16 (as uint16 bits).
-`KineMaskPipeline.from_pretrained("tiny")` loads the folder kinemask_jax/pretrained/tiny this module wrote.
+`KineMaskPipeline.from_pretrained("tiny")` loads the folder kinemask_jax/pretrained/tiny this module wrote;
+`python -m kinemask_jax.weights --workdir=W --out=DIR` exports a training run (`KineMaskPipeline.from_weights(DIR)`).
 
 Loading checks the folder against the model its config describes: a missing, extra or mis-shaped
 parameter is an error that names it, never a silent partial load.
@@ -110,3 +111,41 @@ def load(directory: str, template_ema, template_frozen) -> tuple:
   if stored:
     raise WeightsError(f"{directory}: parameters the model does not have: {sorted(stored)[:5]}")
   return ema, frozen
+
+
+def export_checkpoint(workdir: str, out: str, step: int | None = None, dtype: str = "float32") -> list[str]:
+  """Writes the EMA weights of a training workdir's latest (or given) checkpoint as a weights folder."""
+  from kinemask_jax import pipeline
+  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step)
+  config = pipe.config.copy_and_resolve_references()
+  # Paths of the machine that trained it mean nothing elsewhere; the source is kept as a note.
+  config.init_from, config.data_dir = "", "data"
+  return save(out, config, pipe._ema, pipe._frozen, pipe.step, dtype=dtype,
+              extra=dict(source=os.path.abspath(workdir), source_init_from=pipe.config.get("init_from", "")))
+
+
+def main(argv) -> None:
+  """python -m kinemask_jax.weights --workdir=W --out=DIR [--step=N] [--dtype=bfloat16]"""
+  from absl import app, flags
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  f = flags.FLAGS
+  if f.dtype not in DTYPES:
+    raise app.UsageError(f"--dtype must be one of {DTYPES}, got {f.dtype!r}")
+  if not os.path.isdir(f.workdir):
+    raise app.UsageError(f"--workdir={f.workdir}: no such directory")
+  from kinemask_jax import pipeline
+  try:
+    files = export_checkpoint(f.workdir, f.out, f.step, f.dtype)
+  except pipeline.CheckpointError as e:
+    raise SystemExit(f"error: {e}")
+  print("wrote " + ", ".join(files), flush=True)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  flags.DEFINE_string("workdir", None, "Training workdir to export.", required=True)
+  flags.DEFINE_string("out", None, "Weights folder to write.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+  flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
+  app.run(main)
