@@ -17,6 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
   out = tmp_path / "out"
   env = dict(os.environ, OUT=str(out), SIZE="tiny", MINUTES="1.0", BENCH_S="0", DTYPE="float32", BATCH="8",
+             ENGINE_BATCH="64",
              ANNEAL="20", NUM_TRAIN="64", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
              EXTRA="--num_test=6 --eval_minutes=0.35 --eval_batch=8")
   proc = subprocess.run(["bash", "scripts/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
