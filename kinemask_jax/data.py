@@ -78,7 +78,7 @@ def make_dataset(config, split: str, seed: int, epochs: int | None = None):
   The shuffle is a global permutation over `epochs` repetitions of the split (enough for the run by default);
   process p takes every P-th element, so processes see disjoint examples.
   """
-  import grain  # imported here: the in-memory path (kinemask_jax/loan.py) runs without grain
+  import grain  # imported here: the in-memory path (kinemask_jax/express.py) runs without grain
   source = _source(config, split)
   processes = jax.process_count()
   if config.batch_size % processes:

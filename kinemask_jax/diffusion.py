@@ -137,4 +137,4 @@ def sample(model, cond: Condition, rng: Array, video_shape: tuple[int, ...], num
 
   x1 = jax.random.normal(rng, video_shape, jnp.float32) if noise is None else noise
   x0, _ = jax.lax.scan(step, with_given_frame(x1, cond), (ts[:-1], ts[1:]))
-  return jnp.clip(with_given_frame(x0, cond), -1.0, 1.0)
+  return jnp.clip(x0, -1.0, 1.0)  # frame 0 is still the given frame: its velocity is 0 at every step

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 
@@ -30,9 +29,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from kinemask_jax import data, diffusion, media, sharding as shd, step as step_lib, text, weights
-
-RAW_KEYS = data.RAW_KEYS
+from kinemask_jax import data, media, sharding as shd, step as step_lib, text, train, weights
 
 
 class Clock:
@@ -68,7 +65,7 @@ def generate(data_cfg, split: str, num: int, backend: str | None, clock: Clock, 
 
 def raw_arrays(examples: list[dict], tokenizer: text.Tokenizer) -> dict:
   """The raw training batch layout (kinemask_jax/data.py) of a list of examples, as device arrays."""
-  arrays = {k: np.stack([e[k] for e in examples]) for k in RAW_KEYS}
+  arrays = {k: np.stack([e[k] for e in examples]) for k in data.RAW_KEYS}
   arrays["text_ids"], arrays["text_lengths"] = tokenizer.encode_batch([str(e["caption"]) for e in examples])
   return {k: jax.device_put(v) for k, v in arrays.items()}
 
@@ -91,9 +88,7 @@ def train_stage(config, arrays: dict, seconds: float, init=None, clock: Clock | 
   batch_fn = jax.jit(lambda a, idx: jax.tree.map(lambda x: x[idx], a))
 
   def next_batch():
-    idx = rng.integers(0, n, config.batch_size)
-    return data.global_batch(jax.device_get(batch_fn(arrays, idx)), mesh, config.sharding_rules) \
-        if jax.process_count() > 1 else batch_fn(arrays, idx)
+    return batch_fn(arrays, rng.integers(0, n, config.batch_size))
 
   batch = next_batch()
   train_step = trainer.jit_step(state, batch)
@@ -123,9 +118,8 @@ def stage_configs(config):
   s2 = config.copy_and_resolve_references()
   s2.stage = 2
   s2.optim.decay_steps = 10**9
-  s1 = s2.copy_and_resolve_references()
-  s1.stage = 1
-  s1.curriculum.floor_prob = 0.0
+  s1 = train.stage1_config(s2)
+  s1.optim.decay_steps = 10**9
   return s1, s2
 
 

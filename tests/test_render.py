@@ -109,3 +109,17 @@ def test_render_is_deterministic_and_shaded(tiny_cfg):
   # shadows and Lambert: an object's pixels are not one flat colour
   k = int(ids.max())
   assert k >= 1 and rgb[ids == k].std(0).max() > 2
+
+
+def test_device_silhouettes_match_the_numpy_reference():
+  """render.silhouettes (on the rendering device, batched) against truth.silhouette_centroids (numpy, per scene),
+  on random ids with empty objects and frames."""
+  from datagen import truth
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, 5, (3, 4, 9, 11)).astype(np.uint8)  # objects 1-4 of max 6: 5 and 6 never appear
+  ids[1, 2] = 0  # a frame with no object at all
+  centroid, count = (np.asarray(x) for x in render.silhouettes(ids, 6))
+  for b in range(3):
+    want_c, want_n = truth.silhouette_centroids(ids[b], 6)
+    np.testing.assert_array_equal(count[b], want_n)
+    np.testing.assert_allclose(centroid[b], want_c, atol=1e-4)  # NaN where absent, on both sides
