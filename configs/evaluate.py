@@ -20,6 +20,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.describer = ""  # outcome-predictor workdir (kinemask_jax.describe) for prompt="auto"
   c.data_dir = ""  # dataset root; empty: the checkpoint's config.data_dir
   c.in_memory = False  # make the split's examples with the data engine instead of reading a dataset
+  c.generate_missing = False  # generate a missing dataset first (saying so); False: refuse
   c.move_threshold_frac = 0.04  # an object "moved" if its centroid went further than this x image width
   c.num_strips = 4  # examples drawn in samples.png
 

@@ -13,9 +13,10 @@ import glob
 import os
 
 import numpy as np
-from absl import app
 from absl import flags
 from PIL import Image, ImageDraw
+
+from datagen import cli
 
 
 _ID_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -79,6 +80,12 @@ def contact_sheet(data_dir: str, split: str = "train", num: int = 4, scale: int 
 
 def main(argv):
   del argv
+  if _NUM.value < 1:
+    raise cli.UsageError(f"--num: must be >= 1, got {_NUM.value}")
+  if not 1 <= _SCALE.value <= 32:
+    raise cli.UsageError(f"--scale: must be in [1, 32], got {_SCALE.value}")
+  if not os.path.isdir(os.path.dirname(os.path.abspath(_OUT.value))):
+    raise cli.UsageError(f"--out={_OUT.value}: its folder does not exist")
   contact_sheet(_DATA_DIR.value, _SPLIT.value, _NUM.value, _SCALE.value).save(_OUT.value)
   print(f"wrote {_OUT.value}")
 
@@ -88,11 +95,11 @@ def _define_flags():
   global _DATA_DIR, _OUT, _SPLIT, _NUM, _SCALE
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset directory.", required=True)
   _OUT = flags.DEFINE_string("out", "sheet.png", "PNG to write.")
-  _SPLIT = flags.DEFINE_string("split", "train", "Split to show.")
+  _SPLIT = flags.DEFINE_enum("split", "train", ["train", "validation", "test"], "Split to show.")
   _NUM = flags.DEFINE_integer("num", 4, "Number of videos.")
   _SCALE = flags.DEFINE_integer("scale", 4, "Pixel magnification.")
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main, expected=(FileNotFoundError,))

@@ -13,6 +13,8 @@ import math
 import ml_collections
 import numpy as np
 
+from datagen import cli
+
 SHAPES = ("box", "sphere", "cylinder")
 BOX, SPHERE, CYLINDER = 0, 1, 2
 
@@ -99,12 +101,13 @@ def bounding_radius(shape: int, size: np.ndarray) -> float:
   return float(size[0])
 
 
-def validate_config(cfg: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the offending field; call before any work starts."""
+def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> None:
+  """Raises cli.ConfigError (a ValueError) naming the offending field (`prefix` + its path: "config.data." for
+  the data section of a training config); call before any work starts."""
   s = cfg.scene
 
   def fail(field, msg):
-    raise ValueError(f"config.{field}: {msg}")
+    raise cli.ConfigError(f"{prefix}{field}: {msg}")
 
   def check_range(field, lo_min=0.0, strict=True):
     value = s[field]
@@ -161,14 +164,26 @@ def validate_config(cfg: ml_collections.ConfigDict) -> None:
          "> 50%); lower the count or sizes, or enlarge the area")
   if cfg.render.supersample < 1:
     fail("render.supersample", f"must be >= 1, got {cfg.render.supersample}")
+  if cfg.physics.timestep_s <= 0:
+    fail("physics.timestep_s", f"must be > 0 seconds, got {cfg.physics.timestep_s!r}")
   steps = 1.0 / (cfg.fps * cfg.physics.timestep_s)
-  if cfg.physics.timestep_s <= 0 or abs(steps - round(steps)) > 1e-6 or round(steps) < 10:
+  if abs(steps - round(steps)) > 1e-6 or round(steps) < 10:
     fail("physics.timestep_s", f"the frame interval 1/fps must be a whole number >= 10 of physics steps, got "
          f"{steps:.3f} steps of {cfg.physics.timestep_s} s")
   if cfg.physics.backend not in ("auto", "c", "mjx"):
     fail("physics.backend", f"expected 'auto', 'c' or 'mjx', got {cfg.physics.backend!r}")
   if not 3 <= cfg.physics.cylinder_sides <= 15:
     fail("physics.cylinder_sides", f"must be in [3, 15] (fewer than 32 mesh vertices), got {cfg.physics.cylinder_sides}")
+  for field in ("solver_iterations", "ls_iterations", "threads"):
+    if int(cfg.physics[field]) < 1:
+      fail(f"physics.{field}", f"must be >= 1, got {cfg.physics[field]!r}")
+  for field in ("validation_fraction", "test_fraction"):
+    if not 0.0 <= cfg[field] <= 1.0:
+      fail(field, f"must be in [0, 1] (a share of --num), got {cfg[field]!r}")
+  if not 0.0 <= cfg.render.ambient <= 1.0:
+    fail("render.ambient", f"must be in [0, 1], got {cfg.render.ambient!r}")
+  if cfg.render.far_m <= 0:
+    fail("render.far_m", f"must be > 0, got {cfg.render.far_m!r}")
 
 
 def _max_bounding_radius(s, shape: str) -> float:

@@ -28,18 +28,20 @@ def dataset_path(config) -> str:
   return generate.dataset_dir(config.data_dir, config.data.name)
 
 
-def ensure_dataset(config, wait_s: float = 3600.0) -> str:
-  """The dataset's directory; generated first (process 0, with progress bars) when it does not exist.
+def ensure_dataset(config, wait_s: float = 3600.0, asker: str = "the training config") -> str:
+  """The dataset's directory; generated first (process 0, with progress bars, saying so) when it does not exist.
 
-  Other processes wait for process 0 to finish. An existing dataset with another number of train examples
-  is used as it is (its size is logged).
+  An existing dataset must have been built from `config.data` (content fields; datagen.generate.HOW_NOT_WHAT
+  aside), else DatasetMismatch names the differing fields; its number of train examples may differ from
+  config.num_train (it is used as it is, and log_dataset prints it). Other processes wait for process 0.
   """
+  from datagen import generate
   path = dataset_path(config)
   done = os.path.join(path, "dataset_info.json")
   if os.path.exists(done):
+    generate.check_dataset(path, config.data, asker=asker)
     return path
   if jax.process_index() == 0:
-    from datagen import generate
     print(f"dataset {path} not found: generating {config.num_train} {config.data.name} train examples first",
           flush=True)
     generate.generate(config.data, config.data_dir, config.num_train, config.data_backend or None)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
@@ -217,9 +217,26 @@ def make_dataset(config, split: str, seed: int, epochs: int | None = None, shuff
   return ds.map(_Example(config.predictor.max_rank))
 
 
+def validate_config(config) -> None:
+  """Raises cli.ConfigError naming the first field of a predictor config out of its range (before any work)."""
+  from datagen import cli
+  require = cli.require
+  scenes.validate_config(config.data, "config.data.")
+  for field in ("batch_size", "num_train", "data_threads", "predictor.hidden", "predictor.max_rank", "train.steps",
+                "train.log_every", "train.checkpoint_every", "train.keep_checkpoints"):
+    require(int(config[field]) >= 1, field, f"must be >= 1, got {config[field]!r}")
+  require(config.data_backend in ("", "c", "mjx"), "data_backend", f"must be '', 'c' or 'mjx', got {config.data_backend!r}")
+  require(len(config.predictor.loss_weights) == 4, "predictor.loss_weights",
+          f"expected 4 weights (hit order, hit fate, shape, mover fate), got {config.predictor.loss_weights!r}")
+  require(config.optim.learning_rate > 0, "optim.learning_rate", f"must be > 0, got {config.optim.learning_rate!r}")
+  require(0.0 <= config.optim.ema_decay < 1.0, "optim.ema_decay", f"must be in [0, 1), got {config.optim.ema_decay!r}")
+  require(config.conditioning.v_max_mps > 0, "conditioning.v_max_mps", f"must be > 0, got {config.conditioning.v_max_mps!r}")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (or resumes) the predictor in `workdir`, then scores it on the test split; returns the scores."""
   from tqdm import tqdm
+  validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   data.ensure_dataset(config)
   graphdef, state = init_state(config, config.seed)
@@ -377,8 +394,7 @@ def evaluate(predictor: OutcomePredictor, config, split: str = "test", batch: in
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   scores = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info("test scores: %s", scores)
   print(json.dumps(scores, indent=1))
@@ -392,4 +408,5 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from datagen import cli, generate as _generate
+  cli.run(main, expected=(_generate.DatasetMismatch, _generate.DatasetBusy))

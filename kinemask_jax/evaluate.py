@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import math
 import os
@@ -21,9 +22,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from datagen import cli
 from kinemask_jax import baselines, data, metrics, tracking
 
 Generate = Callable[[list, list], list]  # (examples, velocities [N,3] per example or None) -> videos
@@ -43,10 +45,12 @@ def controlled_objects(example: dict) -> list[int]:
           if example["moving_at_start"][k] and (ids0 == k + 1).any()]
 
 
-def load_examples(model_config, split: str, num: int, data_dir: str = "", in_memory: bool = False) -> list[dict]:
+def load_examples(model_config, split: str, num: int, data_dir: str = "", in_memory: bool = False,
+                  generate_missing: bool = False) -> list[dict]:
   """The first `num` examples of `split` that have a controlled object visible in frame 0, as numpy dicts:
-  read from the model's dataset (generated first if missing), or with `in_memory` made by the data engine
-  from the split's seeds (the same scenes, without writing a dataset)."""
+  read from the model's dataset (which must have been built from the model's data config; a missing one
+  is refused unless `generate_missing`, then generated saying so), or with `in_memory` made by the data
+  engine from the split's seeds (the same scenes, without writing a dataset)."""
   if in_memory:
     from datagen import engine
     examples = []
@@ -60,7 +64,13 @@ def load_examples(model_config, split: str, num: int, data_dir: str = "", in_mem
   config = model_config.copy_and_resolve_references()
   if data_dir:
     config.data_dir = data_dir
-  source = tfds.builder_from_directory(data.ensure_dataset(config)).as_data_source(split)
+  path = data.dataset_path(config)
+  if not generate_missing and not os.path.exists(os.path.join(path, "dataset_info.json")):
+    raise DatasetMissing(f"no dataset at {path} (the model's data, {config.data.name}): pass --config.data_dir=DIR "
+                         "where it was generated, --config.in_memory=True to make the split's scenes with the "
+                         "data engine, or --config.generate_missing=True to generate it there first")
+  source = tfds.builder_from_directory(data.ensure_dataset(config, asker="the model's data config")
+                                       ).as_data_source(split)
   examples = []
   for i in range(len(source)):
     if len(examples) == num:
@@ -141,12 +151,8 @@ def _methods(eval_config, pipe, extra: dict | None = None) -> list[Method]:
                                   eval_config, prompt))
   for name, other in (extra or {}).items():
     methods.append(model_method(name, other, eval_config, prompt))
-  known = {"copy_first_frame": lambda ex, vel: [baselines.copy_first_frame(e) for e in ex],
-           "constant_velocity": lambda ex, vel: [baselines.constant_velocity(e, fps, v) for e, v in zip(ex, vel)]}
   for name in eval_config.baselines:
-    if name not in known:
-      raise ValueError(f"config.baselines: unknown baseline {name!r}; expected some of {sorted(known)}")
-    methods.append(Method(name.replace("_", " "), known[name]))
+    methods.append(Method(name.replace("_", " "), functools.partial(BASELINES[name], fps=fps)))
   return methods
 
 
@@ -234,18 +240,47 @@ def text_following(pipe, examples: list[dict], eval_config) -> dict:
   return dict(text_following_rate=score / len(pairs), text_following_pairs=len(pairs), text_following_p=float(p))
 
 
+# Baselines by config name: (examples, velocities, fps) -> videos.
+BASELINES = {
+    "copy_first_frame": lambda ex, vel, fps: [baselines.copy_first_frame(e) for e in ex],
+    "constant_velocity": lambda ex, vel, fps: [baselines.constant_velocity(e, fps, v) for e, v in zip(ex, vel)],
+}
+
+
+class DatasetMissing(FileNotFoundError):
+  """The evaluation's dataset does not exist (and generating it was not asked for)."""
+
+
+def validate_config(c) -> None:
+  """Raises cli.ConfigError naming the first evaluation-config field out of its range."""
+  require = cli.require
+  require(c.split in ("train", "validation", "test"), "split", f"expected train, validation or test, got {c.split!r}")
+  for field in ("num", "batch_size"):
+    require(int(c[field]) >= 1, field, f"must be >= 1, got {c[field]!r}")
+  for field in ("num_steps", "num_strips", "causality.num", "text_following.num"):
+    require(int(c[field]) >= 0, field, f"must be >= 0, got {c[field]!r}")
+  require(c.prompt in ("caption", "auto", "none"), "prompt", f"expected caption, auto or none, got {c.prompt!r}")
+  require(0 < c.move_threshold_frac < 1, "move_threshold_frac", f"must be in (0, 1), got {c.move_threshold_frac!r}")
+  speeds = tuple(c.causality.speeds_mps)
+  require(len(speeds) >= 2 and all(v > 0 for v in speeds), "causality.speeds_mps",
+          f"expected at least 2 positive speeds (a rank correlation needs them), got {speeds!r}")
+  unknown = [b for b in c.baselines if b not in BASELINES]
+  require(not unknown, "baselines", f"unknown {unknown}; expected some of {list(BASELINES)}")
+
+
 def evaluate(eval_config, workdir: str | None, out_dir: str | None = None, pretrained: str | None = None) -> dict:
   """Scores every method on the test split of the model in `workdir` (or the shipped weights `pretrained`,
   then out_dir is required); writes out_dir/report.md (default: workdir) and out_dir/eval/; returns the
   results."""
   from kinemask_jax import pipeline
+  validate_config(eval_config)
   describer = eval_config.describer or None
   if pretrained:
     pipe = pipeline.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
   else:
     pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, describer=describer)
   examples = load_examples(pipe.config, eval_config.split, eval_config.num, eval_config.data_dir,
-                           eval_config.in_memory)
+                           eval_config.in_memory, eval_config.generate_missing)
   name = f"pretrained {pretrained}" if pretrained else os.path.abspath(workdir)
   return score(eval_config, pipe, examples, out_dir or workdir, name)
 
@@ -405,25 +440,22 @@ def write_report(out_dir: str, results: dict, meta: dict, strips: dict, examples
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv
   config = _CONFIG.value
   if (_WORKDIR.value is None) == (_PRETRAINED.value is None):
-    raise app.UsageError("give exactly one of --workdir and --pretrained")
+    raise cli.UsageError("give exactly one of --workdir and --pretrained")
   if _PRETRAINED.value is not None and _OUT.value is None:
-    raise app.UsageError("--pretrained needs --out (where report.md and eval/ go)")
+    raise cli.UsageError("--pretrained needs --out (where report.md and eval/ go)")
   from kinemask_jax import pipeline
   if _PRETRAINED.value is not None and _PRETRAINED.value not in pipeline.pretrained_names():
-    raise app.UsageError(f"--pretrained={_PRETRAINED.value}: no such shipped weights; shipped: "
+    raise cli.UsageError(f"--pretrained={_PRETRAINED.value}: no such shipped weights; shipped: "
                          f"{pipeline.pretrained_names()}")
   if _NUM.value is not None:
     if _NUM.value < 1:
-      raise app.UsageError(f"--num must be at least 1, got {_NUM.value}")
+      raise cli.UsageError(f"--num: must be >= 1, got {_NUM.value}")
     config.num = _NUM.value
-  try:
-    out = evaluate(config, _WORKDIR.value, _OUT.value, _PRETRAINED.value)
-  except pipeline.CheckpointError as e:
-    raise SystemExit(f"error: {e}")
+  validate_config(config)
+  out = evaluate(config, _WORKDIR.value, _OUT.value, _PRETRAINED.value)
   print(table(out["results"]))
   print(f"wrote {os.path.join(_OUT.value or _WORKDIR.value, 'report.md')}", flush=True)
 
@@ -440,4 +472,6 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from kinemask_jax import pipeline as _pipeline
+  from datagen import generate as _generate
+  cli.run(main, expected=(_pipeline.CheckpointError, _pipeline.InputError, DatasetMissing, _generate.DatasetMismatch))

@@ -26,9 +26,10 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from datagen import cli
 from kinemask_jax import data, media, sharding as shd, step as step_lib, text, train, weights
 
 
@@ -205,16 +206,20 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  for name in ("minutes", "eval_minutes"):
+  del argv
+  for name in ("minutes", "eval_minutes", "data_seconds"):
     if getattr(FLAGS, name) <= 0:
-      raise app.UsageError(f"--{name} must be positive, got {getattr(FLAGS, name)}")
-  for name in ("num_train", "num_test"):
+      raise cli.UsageError(f"--{name}: must be positive, got {getattr(FLAGS, name)}")
+  for name in ("num_train", "num_test", "eval_batch"):
     if getattr(FLAGS, name) < 1:
-      raise app.UsageError(f"--{name} must be at least 1, got {getattr(FLAGS, name)}")
+      raise cli.UsageError(f"--{name}: must be at least 1, got {getattr(FLAGS, name)}")
+  if FLAGS.engine_batch < 0:
+    raise cli.UsageError(f"--engine_batch: must be >= 0 (0: the data config's), got {FLAGS.engine_batch}")
   if not 0 < FLAGS.stage1_fraction < 1:
-    raise app.UsageError(f"--stage1_fraction must lie in (0, 1), got {FLAGS.stage1_fraction}")
+    raise cli.UsageError(f"--stage1_fraction: must lie in (0, 1), got {FLAGS.stage1_fraction}")
+  if FLAGS.eval_minutes >= FLAGS.minutes:
+    raise cli.UsageError(f"--eval_minutes: must be less than --minutes={FLAGS.minutes}, got {FLAGS.eval_minutes}")
+  train.validate_config(_CONFIG.value)
   run(_CONFIG.value, FLAGS.out, FLAGS.minutes, FLAGS.num_train, FLAGS.num_test, FLAGS.stage1_fraction,
       FLAGS.backend, FLAGS.engine_batch, FLAGS.eval_minutes, FLAGS.data_seconds, tuple(FLAGS.attach or ()),
       FLAGS.eval_batch)
@@ -241,4 +246,4 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

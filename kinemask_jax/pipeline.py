@@ -337,7 +337,7 @@ class KineMaskPipeline:
     return diffusion.to_uint8(x)
 
   def generate(self, image, object_mask, velocity, prompt: str | Sequence[str] | None = "auto",
-               num_steps: int | None = None, seed: int = 0, text_scale: float | None = None,
+               num_steps: int | None = None, seed: int | Sequence[int] = 0, text_scale: float | None = None,
                mask_scale: float | None = None, method: str | None = None) -> GenerationResult:
     """Generates the video of `image` with the masked object(s) set moving at `velocity`.
 
@@ -348,7 +348,9 @@ class KineMaskPipeline:
     of what will happen (the first object is the one it calls the pushed one), a description of your own, or
     None / "" for no text.
     num_steps, text_scale, mask_scale, method (euler | heun): the sampler, default from the config.
-    seed: example i's noise is drawn from fold_in(key(seed), i), so results do not depend on the batch size.
+    seed: the noise seed. In a batch, example i uses seed + i (or seed[i] when a list is given), so item i of
+    a batched call is the video of a single call with that seed (up to float rounding of the batched
+    computation: at most a grey level or two), whatever the batch holds.
     """
     batched = isinstance(image, (list, tuple)) or (isinstance(image, np.ndarray) and image.ndim == 4)
     if batched:
@@ -361,10 +363,12 @@ class KineMaskPipeline:
       if len(prompts) != n:
         raise InputError(f"prompt: with a batch of {n} images give {n} prompts (or one string), got {len(prompts)}")
       examples = [self._example(image[i], object_mask[i], velocity[i], f"[{i}]") for i in range(n)]
+      seeds = _seeds(seed, n)
       prompts = [self._prompt(p, f"[{i}]", examples[i]) for i, p in enumerate(prompts)]
     else:
       examples = [self._example(image, object_mask, velocity, "")]
       prompts = [self._prompt(prompt, "", examples[0])]
+      seeds = _seeds(seed, None)
     d = self.config.diffusion
     num_steps = d.num_steps if num_steps is None else num_steps
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
@@ -372,7 +376,7 @@ class KineMaskPipeline:
     method = method or d.sampler
     if method not in ("euler", "heun"):
       raise InputError(f"method: expected 'euler' or 'heun', got {method!r}")
-    videos = self._run(examples, prompts, int(num_steps), method, int(seed),
+    videos = self._run(examples, prompts, int(num_steps), method, seeds,
                        d.text_scale if text_scale is None else float(text_scale),
                        d.mask_scale if mask_scale is None else float(mask_scale))
     frames = [e[0] for e in examples]
@@ -404,23 +408,43 @@ class KineMaskPipeline:
     example = self._example(image, object_mask, velocity, "")
     return self._condition([example], [prompt or ""])
 
-  def _run(self, examples, prompts, num_steps, method, seed, text_scale, mask_scale) -> np.ndarray:
+  def _run(self, examples, prompts, num_steps, method, seeds, text_scale, mask_scale) -> np.ndarray:
     cond = self._condition(examples, prompts)
-    key = jax.random.key(seed)
-    shape = self.video_shape
-    noise = jnp.stack([jax.random.normal(jax.random.fold_in(key, i), shape, jnp.float32) for i in range(len(examples))])
+    noise = jnp.stack([initial_noise(s, self.video_shape) for s in seeds])
     out = self._sample(self._ema, self._frozen, cond, noise, num_steps=num_steps, method=method,
                        text_scale=text_scale, mask_scale=mask_scale)
     return np.asarray(jax.device_get(out))
 
 
+def initial_noise(seed: int, video_shape) -> jax.Array:
+  """The sampler's starting noise float32 [T,H,W,3] for one example of `seed` (the batch never enters it)."""
+  return jax.random.normal(jax.random.key(seed), tuple(video_shape), jnp.float32)
+
+
+def _seeds(seed, n: int | None) -> list[int]:
+  """Per-example seeds: [seed] for a single call; seed + i, or the list `seed`, for a batch of n."""
+  if isinstance(seed, (list, tuple, np.ndarray)):
+    if n is None or len(seed) != n:
+      raise InputError(f"seed: a list of seeds needs a batch of the same length, got {len(seed)} seeds for "
+                       f"{'a single call' if n is None else f'a batch of {n}'}")
+    seeds = list(seed)
+  else:
+    seeds = [seed + i for i in range(n or 1)]
+  for s in seeds:
+    if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or not 0 <= s < 2 ** 32:
+      raise InputError(f"seed: expected integers in [0, 2**32), got {s!r}")
+  return [int(s) for s in seeds]
+
+
 def mask_from_point(image, x: int, y: int, max_chroma_distance: float = 0.06,
-                    max_saturation_ratio: float = 0.35) -> np.ndarray:
+                    max_saturation_ratio: float = 0.35, max_area_fraction: float = 0.15) -> np.ndarray:
   """The object under pixel (x, y) as a bool mask [H,W]: a colour flood fill (our stand-in for SAM).
 
   Grows 4-connected from (x, y) over pixels whose chromaticity is within `max_chroma_distance` of the seed's
   and whose saturation is within `max_saturation_ratio` (relative) of it, so shading does not stop the fill
-  but the table does.
+  but the table does. Refuses (InputError) a point on a pixel no object can show (desaturated or dark: the
+  table, floor or sky; the rule of kinemask_jax.tracking) and a fill over more than `max_area_fraction` of
+  the image (it leaked into the background: give a mask instead).
   """
   from scipy import ndimage
   from kinemask_jax import tracking
@@ -430,8 +454,20 @@ def mask_from_point(image, x: int, y: int, max_chroma_distance: float = 0.06,
   h, w = image.shape[:2]
   if not (0 <= x < w and 0 <= y < h):
     raise InputError(f"point: ({x}, {y}) lies outside the {w}x{h} image")
-  chroma, sat, _ = tracking.chromaticity(image)
+  chroma, sat, value = tracking.chromaticity(image)
+  if sat[y, x] < tracking.MIN_SATURATION or value[y, x] < tracking.MIN_VALUE:
+    raise InputError(f"point: ({x}, {y}) is a grey or dark pixel (RGB {image[y, x].tolist()}: saturation "
+                     f"{sat[y, x]:.2f} < {tracking.MIN_SATURATION} or brightness < {tracking.MIN_VALUE}), the "
+                     "table, floor or background, not an object: click on a coloured object")
   close = np.linalg.norm(chroma - chroma[y, x], axis=-1) <= max_chroma_distance
   close &= np.abs(sat - sat[y, x]) <= max_saturation_ratio * max(sat[y, x], 1e-3)
   labels, _ = ndimage.label(close)
-  return labels == labels[y, x]
+  mask = labels == labels[y, x]
+  if mask.mean() > max_area_fraction:
+    raise InputError(f"point: the fill from ({x}, {y}) covers {mask.mean():.0%} of the image, more than an object's "
+                     f"plausible share ({max_area_fraction:.0%}): it leaked into the background; give a mask")
+  ys, xs = np.nonzero(mask)
+  if xs.max() - xs.min() + 1 >= 0.9 * w or ys.max() - ys.min() + 1 >= 0.9 * h:
+    raise InputError(f"point: the fill from ({x}, {y}) spans the image from side to side (the table's edge or the "
+                     "background, not an object); give a mask")
+  return mask

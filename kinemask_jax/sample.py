@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from datagen import cli
 
 FLAGS = flags.FLAGS
 
@@ -23,21 +25,32 @@ def _numbers(flag: str, value: str, counts: tuple[int, ...]) -> tuple[float, ...
   try:
     out = tuple(float(x) for x in value.split(","))
   except ValueError:
-    raise app.UsageError(f"--{flag}={value}: expected {' or '.join(map(str, counts))} comma-separated numbers")
-  if len(out) not in counts:
-    raise app.UsageError(f"--{flag}={value}: expected {' or '.join(map(str, counts))} comma-separated numbers")
+    raise cli.UsageError(f"--{flag}={value}: expected {' or '.join(map(str, counts))} comma-separated numbers")
+  if len(out) not in counts or not np.isfinite(out).all():
+    raise cli.UsageError(f"--{flag}={value}: expected {' or '.join(map(str, counts))} comma-separated finite numbers")
   return out
+
+
+def _writable(flag: str, path: str) -> None:
+  """Makes the folder of an output path and checks that a file can be written there (before any work)."""
+  folder = os.path.dirname(os.path.abspath(path))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise cli.UsageError(f"--{flag}={path}: cannot make its folder ({e.strerror})")
+  if os.path.isdir(path) or not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    raise cli.UsageError(f"--{flag}={path}: not a writable file path")
 
 
 def _read_image(path: str, flag: str, mode: str | None = None) -> np.ndarray:
   from PIL import Image, UnidentifiedImageError
   if not os.path.isfile(path):
-    raise app.UsageError(f"--{flag}={path}: no such file")
+    raise cli.UsageError(f"--{flag}={path}: no such file")
   try:
     image = Image.open(path)
     image.load()
   except (UnidentifiedImageError, OSError) as e:
-    raise app.UsageError(f"--{flag}={path}: not a readable image ({e})")
+    raise cli.UsageError(f"--{flag}={path}: not a readable image ({e})")
   return np.asarray(image.convert(mode) if mode else image)
 
 
@@ -47,34 +60,43 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
         describer: str | None = None, pretrained: str | None = None):
   """The command's work (flags as arguments); returns the GenerationResult."""
   from kinemask_jax import media, pipeline
+  # Every flag is checked before the weights load.
   if (workdir is None) == (pretrained is None):
-    raise app.UsageError("give exactly one of --workdir and --pretrained")
+    raise cli.UsageError("give exactly one of --workdir and --pretrained")
   if pretrained is not None and pretrained not in pipeline.pretrained_names():
-    raise app.UsageError(f"--pretrained={pretrained}: no such shipped weights; shipped: {pipeline.pretrained_names()}")
+    raise cli.UsageError(f"--pretrained={pretrained}: no such shipped weights; shipped: {pipeline.pretrained_names()}")
   if (mask_path is None) == (point is None):
-    raise app.UsageError("give exactly one of --mask and --point")
+    raise cli.UsageError("give exactly one of --mask and --point")
   if (velocity is None) == (arrow is None):
-    raise app.UsageError("give exactly one of --velocity and --arrow")
+    raise cli.UsageError("give exactly one of --velocity and --arrow")
+  if num_steps is not None and num_steps < 1:
+    raise cli.UsageError(f"--num_steps: must be >= 1, got {num_steps}")
+  arrow_px = _numbers("arrow", arrow, (2,)) if arrow is not None else None
+  vel = _numbers("velocity", velocity, (2, 3)) if velocity is not None else None
+  strip_path = strip_path or os.path.splitext(out)[0] + ".png"
+  for flag, path in (("out", out), ("mp4", mp4), ("strip", strip_path)):
+    if path:
+      _writable(flag, path)
   image = _read_image(image_path, "image")
   if image.ndim != 3 or image.shape[-1] not in (3, 4):
-    raise app.UsageError(f"--image={image_path}: expected an RGB image, got shape {image.shape}")
+    raise cli.UsageError(f"--image={image_path}: expected an RGB image, got shape {image.shape}")
   image = np.ascontiguousarray(image[..., :3])
   if mask_path is not None:
     mask = _read_image(mask_path, "mask", "L") > 0
   else:
     x, y = _numbers("point", point, (2,))
-    mask = pipeline.mask_from_point(image, int(x), int(y))
+    try:
+      mask = pipeline.mask_from_point(image, int(x), int(y))
+    except pipeline.InputError as e:
+      raise cli.UsageError(f"--point={point}: {e}")
   if pretrained is not None:
     pipe = pipeline.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
   else:
     pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
-  if arrow is not None:
-    dx, dy = _numbers("arrow", arrow, (2,))
+  if arrow_px is not None:
     ys, xs = np.nonzero(mask)
     start = (xs.mean(), ys.mean())
-    vel = pipe.velocity_from_arrow(start, (start[0] + dx, start[1] + dy), image.shape[:2])
-  else:
-    vel = _numbers("velocity", velocity, (2, 3))
+    vel = pipe.velocity_from_arrow(start, (start[0] + arrow_px[0], start[1] + arrow_px[1]), image.shape[:2])
   print(f"checkpoint step {pipe.step}; object of {int(mask.sum())} pixels; velocity "
         f"{[round(float(x), 3) for x in pipe.complete_velocity(vel)]} m/s (camera frame)", flush=True)
   result = pipe.generate(image, mask, vel, prompt=prompt or None, num_steps=num_steps, seed=seed)
@@ -83,7 +105,6 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
   if mp4:
     media.save_mp4(mp4, result.video, pipe.fps)
     written.append(mp4)
-  strip_path = strip_path or os.path.splitext(out)[0] + ".png"
   media.save_png(strip_path, strip_with_arrows(pipe, result))
   written.append(strip_path)
   print(f"prompt: {result.prompt!r}", flush=True)
@@ -109,15 +130,10 @@ def strip_with_arrows(pipe, result, target_height: int = 128) -> np.ndarray:
 
 
 def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from kinemask_jax import pipeline
-  try:
-    run(FLAGS.workdir, FLAGS.image, FLAGS.out, FLAGS.mask, FLAGS.point, FLAGS.velocity, FLAGS.arrow,
-        FLAGS.prompt, FLAGS.num_steps, FLAGS.seed, FLAGS.step, FLAGS.mp4, FLAGS.strip, FLAGS.describer,
-        FLAGS.pretrained)
-  except (pipeline.InputError, pipeline.CheckpointError) as e:
-    raise SystemExit(f"error: {e}")
+  del argv
+  run(FLAGS.workdir, FLAGS.image, FLAGS.out, FLAGS.mask, FLAGS.point, FLAGS.velocity, FLAGS.arrow,
+      FLAGS.prompt, FLAGS.num_steps, FLAGS.seed, FLAGS.step, FLAGS.mp4, FLAGS.strip, FLAGS.describer,
+      FLAGS.pretrained)
 
 
 def _define_flags() -> None:
@@ -140,4 +156,5 @@ def _define_flags() -> None:
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from kinemask_jax import pipeline as _pipeline
+  cli.run(main, expected=(_pipeline.InputError, _pipeline.CheckpointError))

@@ -15,10 +15,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
+from datagen import cli
 from kinemask_jax import checkpoint as ckpt_lib, conditioning, data, diffusion, media, sharding as shd, step as step_lib
 from kinemask_jax.model import cost
 
@@ -84,6 +85,48 @@ def _sampler(config, trainer: step_lib.Trainer):
   return sample
 
 
+def validate_config(config) -> None:
+  """Raises cli.ConfigError naming the first field of a training config out of its range (data, model,
+  diffusion, optimizer, curriculum, training loop): called before any data, folder or device work."""
+  from datagen import scenes
+  from kinemask_jax.model import dit
+  require = cli.require
+  require(config.stage in (1, 2), "stage", f"must be 1 or 2, got {config.stage!r}")
+  scenes.validate_config(config.data, "config.data.")
+  d = config.data
+  dit.check_config(config.model, (d.num_frames, d.height, d.width))
+  require(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size!r}")
+  require(config.batch_size % jax.process_count() == 0, "batch_size",
+          f"must be divisible by the {jax.process_count()} processes, got {config.batch_size}")
+  require(config.num_train >= 1, "num_train", f"must be >= 1, got {config.num_train!r}")
+  require(config.data_backend in ("", "c", "mjx"), "data_backend", f"must be '', 'c' or 'mjx', got {config.data_backend!r}")
+  require(config.data_threads >= 1, "data_threads", f"must be >= 1, got {config.data_threads!r}")
+  t = config.train
+  for field, low in (("steps", 1), ("stage1_steps", 0), ("log_every", 1), ("checkpoint_every", 1),
+                     ("keep_checkpoints", 1), ("sample_every", 0), ("num_samples", 1), ("sample_steps", 1)):
+    require(int(t[field]) >= low, f"train.{field}", f"must be >= {low}, got {t[field]!r}")
+  cur = config.curriculum
+  require(cur.anneal_steps >= 1, "curriculum.anneal_steps", f"must be >= 1, got {cur.anneal_steps!r}")
+  for field in ("floor_prob", "drop_text_prob", "drop_mask_prob"):
+    require(0.0 <= cur[field] <= 1.0, f"curriculum.{field}", f"must be a probability in [0, 1], got {cur[field]!r}")
+  f = config.diffusion
+  require(f.time_std > 0, "diffusion.time_std", f"must be > 0, got {f.time_std!r}")
+  require(f.loss_weighting in diffusion.LOSS_WEIGHTINGS, "diffusion.loss_weighting",
+          f"must be one of {diffusion.LOSS_WEIGHTINGS}, got {f.loss_weighting!r}")
+  require(f.sampler in ("euler", "heun"), "diffusion.sampler", f"must be 'euler' or 'heun', got {f.sampler!r}")
+  require(f.num_steps >= 1, "diffusion.num_steps", f"must be >= 1, got {f.num_steps!r}")
+  require(f.time_shift > 0, "diffusion.time_shift", f"must be > 0, got {f.time_shift!r}")
+  require(config.conditioning.v_max_mps > 0, "conditioning.v_max_mps", f"must be > 0, got {config.conditioning.v_max_mps!r}")
+  o = config.optim
+  require(o.learning_rate > 0, "optim.learning_rate", f"must be > 0, got {o.learning_rate!r}")
+  for field in ("warmup_steps", "decay_steps"):
+    require(o[field] >= 0, f"optim.{field}", f"must be >= 0, got {o[field]!r}")
+  require(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", f"must be in [0, 1), got {o.ema_decay!r}")
+  require(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip!r}")
+  if config.init_from:
+    require(os.path.isdir(config.init_from), "init_from", f"no such directory: {config.init_from!r}")
+
+
 def stage1_config(config):
   """The stage-1 run a stage-2 config without init_from trains first (its `train.stage1_steps`)."""
   c = config.copy_and_resolve_references()
@@ -115,8 +158,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir/stage1 first and starts from it.
   """
   _initialize_distributed(config)
-  if config.stage not in (1, 2):
-    raise ValueError(f"config.stage must be 1 or 2, got {config.stage}")
+  validate_config(config)
   if config.stage == 2 and not config.init_from and config.train.stage1_steps > 0:
     first = os.path.join(workdir, "stage1")
     train_and_evaluate(stage1_config(config), first)
@@ -247,4 +289,5 @@ def _define_flags():
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  from datagen import generate as _generate
+  cli.run(main, expected=(TrainingError, _generate.DatasetMismatch, _generate.DatasetBusy))

@@ -126,26 +126,26 @@ def export_checkpoint(workdir: str, out: str, step: int | None = None, dtype: st
 
 def main(argv) -> None:
   """python -m kinemask_jax.weights --workdir=W --out=DIR [--step=N] [--dtype=bfloat16]"""
-  from absl import app, flags
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from absl import flags
+  from datagen import cli
+  del argv
   f = flags.FLAGS
   if f.dtype not in DTYPES:
-    raise app.UsageError(f"--dtype must be one of {DTYPES}, got {f.dtype!r}")
+    raise cli.UsageError(f"--dtype: must be one of {DTYPES}, got {f.dtype!r}")
   if not os.path.isdir(f.workdir):
-    raise app.UsageError(f"--workdir={f.workdir}: no such directory")
-  from kinemask_jax import pipeline
-  try:
-    files = export_checkpoint(f.workdir, f.out, f.step, f.dtype)
-  except pipeline.CheckpointError as e:
-    raise SystemExit(f"error: {e}")
+    raise cli.UsageError(f"--workdir={f.workdir}: no such directory")
+  if f.step is not None and f.step < 0:
+    raise cli.UsageError(f"--step: must be >= 0, got {f.step}")
+  files = export_checkpoint(f.workdir, f.out, f.step, f.dtype)
   print("wrote " + ", ".join(files), flush=True)
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+  from datagen import cli
+  from kinemask_jax import pipeline as _pipeline
   flags.DEFINE_string("workdir", None, "Training workdir to export.", required=True)
   flags.DEFINE_string("out", None, "Weights folder to write.", required=True)
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
   flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
-  app.run(main)
+  cli.run(main, expected=(_pipeline.CheckpointError, WeightsError))

@@ -170,3 +170,39 @@ def test_caption_round_trip(tiny_cfg):
     captions.parse_caption("A zebra walks by.", ("red", "blue"))
   with pytest.raises(captions.CaptionParseError, match="fate"):
     captions.parse_caption("A red cube slides to the left and hits a blue ball.", ("red", "blue"))
+
+
+def test_a_dataset_knows_the_config_it_was_built_from(tiny_dataset, tmp_path):
+  """The data config is stored with the dataset; a trainer or an evaluation asking for other data is told
+  which fields differ, and an evaluation never generates a missing dataset unless asked to."""
+  from configs import stage2
+  from kinemask_jax import data, evaluate
+  stored = generate.stored_config(tiny_dataset)
+  assert stored["name"] == "tiny" and stored["scene"]["max_objects"] == 6
+  config = stage2.get_config("tiny")
+  config.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
+  config.data.batch_size = 3  # how the engine batches scenes: not what the dataset holds
+  assert data.ensure_dataset(config) == tiny_dataset
+  config.data.scene.max_objects = 4
+  config.data.render.ambient = 0.5
+  with pytest.raises(generate.DatasetMismatch, match=r"render\.ambient: dataset 0\.35, asked 0\.5; scene\.max_objects: dataset 6, asked 4"):
+    data.ensure_dataset(config)
+  with pytest.raises(generate.DatasetMismatch, match=r"render\.ambient: dataset 0\.35, asked 0\.5"):
+    evaluate.load_examples(config, "test", 1)
+  config.data_dir = str(tmp_path / "none")
+  with pytest.raises(evaluate.DatasetMissing, match="generate_missing=True"):
+    evaluate.load_examples(config, "test", 1)
+  assert not os.path.exists(tmp_path / "none")
+
+
+def test_a_second_generator_on_the_same_dataset_stops_without_touching_it(tiny_cfg, tmp_path):
+  out = str(tmp_path)
+  with generate.writing_lock(out, "tiny"):
+    unfinished = tmp_path / "kinemask_synth" / "tiny" / "incomplete.first_run"
+    unfinished.mkdir()
+    with pytest.raises(generate.DatasetBusy, match=f"another generator \\(pid {os.getpid()}"):
+      generate.generate(tiny_cfg, out, 2, backend="c")
+    assert unfinished.exists()  # the first generator's work is left alone
+  unfinished.rmdir()
+  tiny_cfg.batch_size = 4
+  assert os.path.exists(os.path.join(generate.generate(tiny_cfg, out, 2, backend="c"), "metadata.json"))

@@ -222,7 +222,69 @@ def test_sampler_reaches_the_predicted_video_and_keeps_frame_0(method):
     diffusion.sample(_Oracle(target), cond, jax.random.key(0), target.shape, 2, "rk4")
 
 
+class _Linear:
+  """A stand-in v-predicting model with the linear velocity field v(x, t) = a * x: its Euler and Heun
+  integrations have closed forms, step by step."""
+  prediction, min_time = "v", 0.05
+
+  def __init__(self, a):
+    self.a = a
+
+  def __call__(self, x_t, t, cond):
+    return self.a * x_t
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+@pytest.mark.parametrize("shift", [1.0, 2.5])
+def test_sampler_steps_match_their_closed_form(method, shift):
+  """For dx/dt = a x each Euler step multiplies x by (1 - a h) and each Heun step by (1 - a h + (a h)^2 / 2)
+  (h = t - t_next; the last step, to t = 0, is Euler): the sampled video must be exactly that product times
+  the starting noise, on the shifted time grid, and frame 0 the given frame."""
+  a, steps = 0.7, 5
+  noise = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (2, 4, 8, 8, 3)), jnp.float32)
+  cond = condition(make_batch(b=2, t=4, h=8, w=8))
+  out = jax.jit(lambda n: diffusion.sample(_Linear(a), cond, None, n.shape, steps, method, shift=shift, noise=n))(noise)
+  ts = diffusion.time_grid(steps, shift).astype(np.float64)
+  factor = 1.0
+  for t, t_next in zip(ts[:-1], ts[1:]):
+    h = t - t_next
+    factor *= 1 - a * h + ((a * h) ** 2 / 2 if method == "heun" and t_next > 0 else 0.0)
+  np.testing.assert_allclose(out[:, 1:], factor * np.asarray(noise[:, 1:], np.float64), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(out[:, 0], np.clip(cond.first_frame, -1, 1))
+
+
+class _Branches:
+  """A stand-in v-predicting model whose output says which conditions it saw: 1 for the velocity mask,
+  10 for the text (so the three guidance branches predict 0, 1 and 11)."""
+  prediction, min_time = "v", 0.05
+
+  def __call__(self, x_t, t, cond):
+    seen = cond.mask_present.max(axis=1) + 10.0 * (cond.text_lengths > 1)
+    return jnp.broadcast_to(seen[:, None, None, None, None], x_t.shape).astype(x_t.dtype)
+
+
+def test_guidance_combines_the_branches_as_documented():
+  """v = v(none) + mask_scale (v(mask) - v(none)) + text_scale (v(mask, text) - v(mask)): with branch values
+  0, 1, 11 that is mask_scale + 10 text_scale, for scales other than 1 (where only the full branch counts)."""
+  cond = condition(make_batch(b=2, t=4, h=8, w=8))
+  x = jnp.zeros((2, 4, 8, 8, 3))
+  for text_scale, mask_scale in ((2.0, 3.0), (0.5, 1.0), (1.0, 4.0), (0.0, 0.0), (1.0, 1.0)):
+    v = diffusion.guided_velocity(_Branches(), x, jnp.array([0.3, 0.8]), cond, text_scale, mask_scale,
+                                  always_batch=True)
+    np.testing.assert_allclose(v[:, 1:], mask_scale + 10 * text_scale, rtol=1e-6)
+    assert float(jnp.abs(v[:, 0]).max()) == 0.0
+
+
 # --- cost -------------------------------------------------------------------------------------------------
+
+def test_readme_model_table_is_what_model_info_prints():
+  """The README's size table is regenerated from kinemask_jax.model_info, never edited by hand."""
+  import os
+  from configs import model as model_configs
+  rows = [cost.describe(model_configs.get_config(s)) for s in model_configs.SIZES]
+  readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+  assert cost.format_table(rows) in readme
+
 
 def test_flops_count_matches_xla_cost_analysis():
   """The analytic matrix FLOPs are what XLA counts, less the elementwise work (within 15%)."""

@@ -20,44 +20,83 @@ def pipe(tiny_checkpoint):
   return KineMaskPipeline.from_checkpoint(tiny_checkpoint)
 
 
+@pytest.fixture(scope="module")
+def responsive(pipe):
+  """The tiny checkpoint with random values added to every weight: a 2-step model is still close to its
+  zero-initialised output layers (it copies the first frame), this one responds to every input."""
+  import jax
+  rng = np.random.default_rng(0)
+  ema = jax.tree.map(lambda x: x + np.float32(0.05) * rng.standard_normal(x.shape, np.float32), pipe._ema)
+  return KineMaskPipeline(pipe.config, ema, pipe._frozen, pipe.step)
+
+
 def _input(example):
   k = int(np.argmax(example["moving_at_start"]))
   return example["video"][0], example["instance_ids"][0] == k + 1, example["velocity_cam"][0, k]
 
 
-def test_generate_round_trip(pipe, tiny_examples):
+def _change(a, b) -> float:
+  """Mean absolute difference of two videos' generated frames (1..T-1), in grey levels."""
+  return float(np.abs(a[1:].astype(int) - b[1:]).mean())
+
+
+def test_generate_round_trip(responsive, tiny_examples):
   image, mask, velocity = _input(tiny_examples[0])
-  result = pipe.generate(image, mask, velocity, prompt="a red ball rolls left", num_steps=STEPS, seed=0)
-  assert result.video.shape == pipe.video_shape and result.video.dtype == np.uint8
+  result = responsive.generate(image, mask, velocity, prompt="a red ball rolls left", num_steps=STEPS, seed=0)
+  assert result.video.shape == responsive.video_shape and result.video.dtype == np.uint8
   assert result.prompt == "a red ball rolls left"
   assert np.array_equal(result.first_frame, image) and result.object_masks.shape == (1,) + mask.shape
-  again = pipe.generate(Image.fromarray(image), mask, velocity, prompt="a red ball rolls left",
-                        num_steps=STEPS, seed=0)
+  assert np.array_equal(result.video[0], image)  # frame 0 is given
+  assert _change(result.video, np.repeat(image[None], len(result.video), 0)) > 1.0  # the rest is generated
+  again = responsive.generate(Image.fromarray(image), mask, velocity, prompt="a red ball rolls left",
+                              num_steps=STEPS, seed=0)
   assert np.array_equal(again.video, result.video)  # PIL input, same seed: same video
 
 
+def test_every_input_changes_the_video(responsive, tiny_examples):
+  """Image, object mask, velocity, prompt and seed each change the generated frames; the same inputs give
+  the same video."""
+  e = tiny_examples[0]
+  image, mask, velocity = _input(e)
+  others = [k for k in range(int(e["num_objects"])) if (e["instance_ids"][0] == k + 1).sum() >= 4
+            and not (e["instance_ids"][0] == k + 1)[mask].any()]
+  other_mask = e["instance_ids"][0] == others[0] + 1
+  other_image = next(x["video"][0] for x in tiny_examples[1:] if (x["video"][0] != image).any())
+  base = dict(image=image, object_mask=mask, velocity=velocity, prompt="a red ball rolls to the left",
+              num_steps=STEPS, seed=0)
+  reference = responsive.generate(**base).video
+  assert np.array_equal(responsive.generate(**base).video, reference)
+  changes = {}
+  for name, override in (("image", dict(image=other_image)), ("mask", dict(object_mask=other_mask)),
+                         ("velocity", dict(velocity=-np.asarray(velocity))),
+                         ("prompt", dict(prompt="a blue cube slides away and hits nothing")),
+                         ("seed", dict(seed=1))):
+    changes[name] = _change(responsive.generate(**{**base, **override}).video, reference)
+  assert min(changes.values()) > 0.3, changes
 
-def test_seed_sets_the_noise(pipe, tiny_examples, monkeypatch):
-  """Different seeds give different videos (on perturbed weights: a 2-step model ignores its input)."""
-  import jax
-  rng = np.random.default_rng(0)
-  ema = jax.tree.map(lambda x: x + np.float32(0.05) * rng.standard_normal(x.shape, np.float32), pipe._ema)
-  monkeypatch.setattr(pipe, "_ema", ema)  # same shapes: the compiled sampler is reused
-  noisy = pipe
+
+def test_batch_item_i_is_a_single_call_with_seed_plus_i(responsive, tiny_examples):
+  """What the docstring promises, checked on every item: seed s gives item i the video of a single call with
+  seed s + i; a list of seeds gives item i the single call with seed[i]."""
+  inputs = [_input(e) for e in tiny_examples[:3]]
+  prompts = ["", "a cube", "a red ball rolls to the left"]
+  batched = lambda seed: responsive.generate([i[0] for i in inputs], [i[1] for i in inputs], [i[2] for i in inputs],
+                                             prompt=prompts, num_steps=STEPS, seed=seed)
+  for seed, seeds in ((3, [3, 4, 5]), ([9, 2, 9], [9, 2, 9])):
+    batch = batched(seed)
+    assert batch.video.shape == (3,) + responsive.video_shape and batch.prompt == prompts
+    for i, (image, mask, velocity) in enumerate(inputs):
+      single = responsive.generate(image, mask, velocity, prompt=prompts[i], num_steps=STEPS, seed=seeds[i])
+      diff = np.abs(single.video.astype(int) - batch.video[i])
+      assert diff.max() <= 2 and diff.mean() < 0.05, (seed, i, diff.max(), diff.mean())
+  with pytest.raises(InputError, match="seed: a list of seeds"):
+    responsive.generate(inputs[0][0], inputs[0][1], inputs[0][2], num_steps=STEPS, seed=[1, 2])
+
+
+def test_seed_sets_the_noise(responsive, tiny_examples):
   image, mask, velocity = _input(tiny_examples[0])
-  a, b, a2 = (noisy.generate(image, mask, velocity, num_steps=STEPS, seed=s).video for s in (0, 1, 0))
-  assert np.array_equal(a, a2) and np.abs(a.astype(int) - b).mean() > 1.0
-
-
-def test_batched_generation_matches_single_calls(pipe, tiny_examples):
-  inputs = [_input(e) for e in tiny_examples[:2]]
-  batch = pipe.generate([i[0] for i in inputs], [i[1] for i in inputs], [i[2] for i in inputs],
-                        prompt=["", "a cube"], num_steps=STEPS, seed=3)
-  assert batch.video.shape == (2,) + pipe.video_shape and batch.prompt == ["", "a cube"]
-  for i, (image, mask, velocity) in enumerate(inputs):
-    single = pipe.generate(image, mask, velocity, prompt=batch.prompt[i], num_steps=STEPS, seed=3)
-    if i == 0:  # example i's noise comes from (seed, i): only example 0 matches a single call
-      assert np.abs(single.video.astype(int) - batch.video[i]).max() <= 2
+  a, b, a2 = (responsive.generate(image, mask, velocity, num_steps=STEPS, seed=s).video for s in (0, 1, 0))
+  assert np.array_equal(a, a2) and _change(a, b) > 1.0
 
 
 def test_several_objects_and_two_component_velocities(pipe, tiny_examples):
@@ -183,6 +222,15 @@ def test_mask_from_point_segments_the_object(tiny_examples):
   assert len(ious) > 10 and np.median(ious) > 0.9
   with pytest.raises(InputError, match="outside"):
     mask_from_point(tiny_examples[0]["video"][0], 500, 0)
+  # A point on the floor or table, and a fill that leaks over the image, are refused.
+  e = tiny_examples[0]
+  ys, xs = np.nonzero(e["instance_ids"][0] == 0)
+  with pytest.raises(InputError, match="table, floor or background"):
+    mask_from_point(e["video"][0], int(xs[0]), int(ys[0]))
+  flat = np.zeros((16, 16, 3), np.uint8)
+  flat[...] = (200, 30, 30)
+  with pytest.raises(InputError, match="covers 100% of the image"):
+    mask_from_point(flat, 3, 3)
 
 
 def test_sample_command_writes_gif_mp4_and_strip(tiny_checkpoint, tiny_examples, tmp_path):

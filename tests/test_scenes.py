@@ -55,6 +55,9 @@ def test_most_videos_contain_a_collision(tiny_cfg):
     ({"scene.max_objects": 9, "scene.placement_half_m": 0.12}, "config.scene.max_objects"),  # no room
     ({"scene.placement_half_m": 0.6}, "config.scene.placement_half_m"),
     ({"physics.timestep_s": 0.003}, "config.physics.timestep_s"),
+    ({"physics.timestep_s": 0.0}, "config.physics.timestep_s: must be > 0"),
+    ({"physics.solver_iterations": 0}, "config.physics.solver_iterations"),
+    ({"render.supersample": 0}, "config.render.supersample"),
 ])
 def test_bad_config_names_the_field(tiny_cfg, overrides, message):
   for field, value in overrides.items():

@@ -65,18 +65,19 @@ def describe(config) -> dict:
   data, m = config.data, config.model
   fwd = forward_flops(m, data.num_frames, data.height, data.width)
   pt, ph, pw = m.patch
-  return dict(size=config.size, video=f"{data.num_frames}x{data.height}x{data.width}",
+  return dict(size=config.size, video=f"{data.num_frames}x{data.height}x{data.width}", patch="x".join(map(str, m.patch)),
               tokens=(data.num_frames // pt) * (data.height // ph) * (data.width // pw),
               width=m.width, depth=m.depth, n_control=m.n_control, params=param_count(m),
               gflops_forward=fwd / 1e9, gflops_train=TRAIN_FACTOR * fwd / 1e9)
 
 
 def format_table(rows: list[dict]) -> str:
-  """Markdown table of `describe` rows."""
-  head = "| size | video | tokens | width | depth | control blocks | parameters | GFLOP/sample fwd | train |"
-  lines = [head, "|" + "---|" * 9]
+  """Markdown table of `describe` rows (the README's model table is this output, checked by a test)."""
+  head = ("| size | video (T x H x W) | patch | tokens | width | depth | ControlNet blocks | parameters | "
+          "GFLOP/sample forward | train (3x) |")
+  lines = [head, "|" + "---|" * 10]
   for r in rows:
-    lines.append(f"| {r['size']} | {r['video']} | {r['tokens']} | {r['width']} | {r['depth']} | {r['n_control']} "
-                 f"| {r['params'] / 1e6:.2f} M | {r['gflops_forward']:.1f} | {r['gflops_train']:.1f} |")
+    lines.append(f"| {r['size']} | {r['video']} | {r['patch']} | {r['tokens']} | {r['width']} | {r['depth']} | "
+                 f"{r['n_control']} | {r['params'] / 1e6:,.2f} M | {r['gflops_forward']:,.1f} | {r['gflops_train']:,.1f} |")
   return "\n".join(lines)
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from datagen import cli
 from kinemask_jax import conditioning
 from kinemask_jax import sharding as shd
 from kinemask_jax import text as text_lib
@@ -110,25 +111,41 @@ class DiTBlock(nnx.Module):
     return shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
 
+def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
+  """Raises cli.ConfigError naming the first `model` field (of a config's `model` section) out of its range;
+  with `video_thw`, also that the patch divides the video."""
+  def require(ok, field, message):
+    cli.require(ok, f"model.{field}", message)
+  require(cfg.control in CONTROL_MODES, "control", f"must be one of {CONTROL_MODES}, got {cfg.control!r}")
+  require(cfg.attention in ATTENTION_MODES, "attention", f"must be one of {ATTENTION_MODES}, got {cfg.attention!r}")
+  n_control = cfg.n_control if cfg.control == "controlnet" else 0
+  require(0 <= n_control <= cfg.depth, "n_control", f"must be in [0, depth={cfg.depth}], got {cfg.n_control}")
+  require(cfg.prediction in ("x", "v"), "prediction", f"must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
+  require(cfg.first_frame in FIRST_FRAME_MODES, "first_frame", f"must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
+  require(cfg.output in OUTPUT_MODES, "output", f"must be one of {OUTPUT_MODES}, got {cfg.output!r}")
+  require(cfg.output != "delta" or cfg.prediction == "x", "output",
+          "'delta' (x_0 = first frame + output) needs model.prediction='x'")
+  for field in ("width", "depth", "heads", "time_features"):
+    require(int(cfg[field]) >= 1, field, f"must be >= 1, got {cfg[field]!r}")
+  require(cfg.width % cfg.heads == 0, "heads", f"must divide model.width={cfg.width}, got {cfg.heads}")
+  require(cfg.text.width % cfg.text.heads == 0, "text.heads", f"must divide model.text.width={cfg.text.width}, "
+          f"got {cfg.text.heads}")
+  require(cfg.mlp_ratio > 0, "mlp_ratio", f"must be > 0, got {cfg.mlp_ratio!r}")
+  require(0 < cfg.min_time < 1, "min_time", f"must be in (0, 1), got {cfg.min_time!r}")
+  require(cfg.dtype in ("float32", "bfloat16"), "dtype", f"must be float32 or bfloat16, got {cfg.dtype!r}")
+  patch = tuple(cfg.patch)
+  require(len(patch) == 3 and min(patch) >= 1, "patch", f"expected 3 positive sizes (t, h, w), got {patch!r}")
+  if video_thw is not None:
+    require(all(v % p == 0 for v, p in zip(video_thw, patch)), "patch",
+            f"{patch} must divide the video's (num_frames, height, width) = {tuple(video_thw)}")
+
+
 class VideoDiT(nnx.Module):
   """The KineMask video diffusion transformer; `cfg` is the `model` section of a config (configs/model.py)."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
-    if cfg.control not in CONTROL_MODES:
-      raise ValueError(f"model.control must be one of {CONTROL_MODES}, got {cfg.control!r}")
-    if cfg.attention not in ATTENTION_MODES:
-      raise ValueError(f"model.attention must be one of {ATTENTION_MODES}, got {cfg.attention!r}")
+    check_config(cfg)
     n_control = cfg.n_control if cfg.control == "controlnet" else 0
-    if not 0 <= n_control <= cfg.depth:
-      raise ValueError(f"model.n_control must be in [0, depth={cfg.depth}], got {cfg.n_control}")
-    if cfg.prediction not in ("x", "v"):
-      raise ValueError(f"model.prediction must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
-    if cfg.first_frame not in FIRST_FRAME_MODES:
-      raise ValueError(f"model.first_frame must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
-    if cfg.output not in OUTPUT_MODES:
-      raise ValueError(f"model.output must be one of {OUTPUT_MODES}, got {cfg.output!r}")
-    if cfg.output == "delta" and cfg.prediction != "x":
-      raise ValueError("model.output='delta' (x_0 = first frame + output) needs model.prediction='x'")
     self.first_frame = cfg.first_frame
     self.output = cfg.output
     self.mask0_all = bool(cfg.mask0_all)

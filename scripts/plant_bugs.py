@@ -1,0 +1,138 @@
+"""Plants known bugs in a copy of the repository, one at a time, and checks that the tests covering that code
+go red: `python scripts/plant_bugs.py [--only NAME ...] [--list]`.
+
+Each entry of BUGS is (name, file, exact text, replacement, pytest selection). The copy lives in a temporary
+folder (the working tree is never touched); the script prints a table (bug, tests, caught or SURVIVED,
+seconds) and exits 1 if a bug survived. A planted text that no longer occurs in the file is reported as
+STALE (the code moved: update the entry), never silently skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SAMPLER = "tests/test_model.py -k 'closed_form or reaches'"  # pytest arguments: files, then -k
+GUIDANCE = "tests/test_model.py -k 'guidance'"
+BUGS = [
+    # The sampler and guidance (kinemask_jax/diffusion.py).
+    ("Euler steps scaled by 0.3", "kinemask_jax/diffusion.py", "x_euler = x + (t_next - t) * v",
+     "x_euler = x + 0.3 * (t_next - t) * v", SAMPLER),
+    ("Heun update replaced by 5 v_next", "kinemask_jax/diffusion.py", "x_heun = x + (t_next - t) * 0.5 * (v + v_next)",
+     "x_heun = 5 * v_next", SAMPLER),
+    ("Heun on the last step too", "kinemask_jax/diffusion.py", "return jnp.where(t_next > 0, x_heun, x_euler), None",
+     "return x_heun, None", SAMPLER),
+    ("time grid not shifted", "kinemask_jax/diffusion.py", "return (shift * t / (1 + (shift - 1) * t))",
+     "return (t * 1.0)", SAMPLER),
+    ("frame 0's velocity not zeroed", "kinemask_jax/diffusion.py", "return v.at[:, 0].set(0.0)", "return v", SAMPLER),
+    ("guidance branches swapped", "kinemask_jax/diffusion.py", "v_none, v_mask, v_full = jnp.split(v, 3)",
+     "v_full, v_mask, v_none = jnp.split(v, 3)", GUIDANCE),
+    ("text guidance against the wrong branch", "kinemask_jax/diffusion.py",
+     "text_scale * (v_full - v_mask)", "text_scale * (v_full - v_none)", GUIDANCE),
+    ("loss over frame 0 too", "kinemask_jax/diffusion.py", "return jnp.mean(err[:, 1:])", "return jnp.mean(err)",
+     "tests/test_conditioning.py"),
+    # The velocity mask and the curriculum.
+    ("velocity mask not clipped to v_max", "kinemask_jax/velocity_mask.py",
+     "table = jnp.clip(table / v_max, -1.0, 1.0)", "table = table / v_max", "tests/test_model.py -k velocity_mask"),
+    ("uncontrolled objects keep their velocity", "kinemask_jax/velocity_mask.py",
+     "jnp.where(ctrl[None, :, None], vel, 0.0)", "vel", "tests/test_model.py -k velocity_mask"),
+    ("curriculum ramp ends at k = 0", "kinemask_jax/curriculum.py", "jnp.ceil(num_frames - (num_frames - 1) * progress",
+     "jnp.ceil(num_frames - num_frames * progress", "tests/test_train.py -k curriculum"),
+    ("floor case keeps 2 frames", "kinemask_jax/curriculum.py", "jnp.where(floor, 1, scheduled_k(",
+     "jnp.where(floor, 2, scheduled_k(", "tests/test_train.py -k 'curriculum or model_batch'"),
+    ("cut keeps frame k too", "kinemask_jax/velocity_mask.py", "present = (jnp.arange(t) < jnp.asarray(k)[..., None])",
+     "present = (jnp.arange(t) <= jnp.asarray(k)[..., None])", "tests/test_train.py -k 'curriculum or model_batch'"),
+    # Condition building and the sampling API.
+    ("API condition ignores the velocity", "kinemask_jax/conditioning.py",
+     "vel = jnp.broadcast_to(velocities[:, None], (b, num_frames) + velocities.shape[1:])",
+     "vel = jnp.zeros((b, num_frames) + velocities.shape[1:])",
+     "tests/test_conditioning.py tests/test_sampling.py -k 'every_input or same_condition'"),
+    ("API condition uses k = 2", "kinemask_jax/conditioning.py",
+     "mask, present = velocity_masks(ids, vel, controlled, jnp.ones((b,), jnp.int32), v_max)",
+     "mask, present = velocity_masks(ids, vel, controlled, jnp.full((b,), 2, jnp.int32), v_max)",
+     "tests/test_conditioning.py"),
+    ("batch noise not per seed", "kinemask_jax/pipeline.py", "seeds = [seed + i for i in range(n or 1)]",
+     "seeds = [seed] * (n or 1)", "tests/test_sampling.py -k batch_item"),
+    ("batch noise drawn for the batch", "kinemask_jax/pipeline.py",
+     "noise = jnp.stack([initial_noise(s, self.video_shape) for s in seeds])",
+     "noise = jax.random.normal(jax.random.key(seeds[0]), (len(seeds),) + self.video_shape)",
+     "tests/test_sampling.py -k batch_item"),
+    ("API object ids off by one", "kinemask_jax/pipeline.py", "ids0[i][m] = k + 1", "ids0[i][m] = k",
+     "tests/test_conditioning.py tests/test_sampling.py -k 'every_input or same_condition'"),
+    ("prompt not passed to the model", "kinemask_jax/pipeline.py",
+     "text_ids, text_lengths = self.tokenizer.encode_batch(prompts)",
+     "text_ids, text_lengths = self.tokenizer.encode_batch([''] * len(prompts))", "tests/test_sampling.py -k every_input"),
+    # The tracker and the metrics.
+    ("tracker centroids without the pixel-centre offset", "kinemask_jax/tracking.py",
+     "ys, xs = np.mgrid[0:h, 0:w] + 0.5", "ys, xs = np.mgrid[0:h, 0:w] + 0.0", "tests/test_tracking.py"),
+    ("lost objects cost nothing", "kinemask_jax/metrics.py", "err = np.where(truth_vis & lost, float(video.shape[2]), err)",
+     "err = np.where(truth_vis & lost, 0.0, err)", "tests/test_tracking.py"),
+    ("spearman of a constant response is 1", "kinemask_jax/metrics.py",
+     "if np.ptp(x) == 0 or np.ptp(y) == 0:\n    return 0.0", "if np.ptp(x) == 0 or np.ptp(y) == 0:\n    return 1.0",
+     "tests/test_tracking.py"),
+    # Checkpoint restore.
+    ("resume without the data iterator's state", "kinemask_jax/train.py", "    train_iter.set_state(restored[\"data\"])\n",
+     "", "tests/test_train.py -k sigkill"),
+    ("restore drops the EMA", "kinemask_jax/checkpoint.py", "out[\"state\"] = out[\"state\"].replace(ema=out.pop(\"ema\"))",
+     "out.pop(\"ema\")", "tests/test_train.py -k sigkill"),
+]
+
+
+def _copy_tree(dst: str) -> None:
+  files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.split()
+  for f in files:
+    if os.path.exists(os.path.join(ROOT, f)):
+      os.makedirs(os.path.dirname(os.path.join(dst, f)), exist_ok=True)
+      shutil.copy2(os.path.join(ROOT, f), os.path.join(dst, f))
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", nargs="*", default=None, help="names (substrings) of the bugs to plant")
+  parser.add_argument("--list", action="store_true", help="list the bugs and exit")
+  args = parser.parse_args()
+  bugs = [b for b in BUGS if not args.only or any(o in b[0] for o in args.only)]
+  if args.list or not bugs:
+    for b in BUGS:
+      print(f"{b[0]:<48} {b[1]}")
+    return 0 if bugs else 2
+  rows, survived = [], 0
+  with tempfile.TemporaryDirectory(prefix="plant_bugs_") as tmp:
+    _copy_tree(tmp)
+    for name, path, old, new, selection in bugs:
+      target = os.path.join(tmp, path)
+      with open(target) as f:
+        original = f.read()
+      if original.count(old) != 1:
+        rows.append((name, selection, "STALE", 0.0))
+        survived += 1
+        continue
+      with open(target, "w") as f:
+        f.write(original.replace(old, new))
+      start = time.time()
+      proc = subprocess.run(f"{sys.executable} -m pytest -x -q -p no:cacheprovider {selection}", shell=True, cwd=tmp,
+                            capture_output=True, text=True)
+      with open(target, "w") as f:
+        f.write(original)
+      caught = proc.returncode == 1  # 1: tests failed; 0: all passed; others: collection or usage problems
+      status = "caught" if caught else "SURVIVED" if proc.returncode == 0 else f"ERROR rc={proc.returncode}"
+      survived += not caught
+      rows.append((name, selection, status, time.time() - start))
+      print(f"{status:<9} {time.time() - start:6.1f} s  {name}", flush=True)
+  print("\n| planted bug | tests run | result | s |\n|---|---|---|---|")
+  for name, selection, status, seconds in rows:
+    print(f"| {name} | `{selection}` | {status} | {seconds:.0f} |")
+  print(f"\n{len(rows) - survived} of {len(rows)} planted bugs caught")
+  return 1 if survived else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
