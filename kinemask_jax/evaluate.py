@@ -260,6 +260,8 @@ def validate_config(c) -> None:
   for field in ("num_steps", "num_strips", "causality.num", "text_following.num"):
     require(int(c[field]) >= 0, field, f"must be >= 0, got {c[field]!r}")
   require(c.prompt in ("caption", "auto", "none"), "prompt", f"expected caption, auto or none, got {c.prompt!r}")
+  require(c.prompt != "auto" or bool(c.describer), "describer", "config.prompt='auto' needs an outcome predictor "
+          "workdir: --config.describer=DIR")
   require(0 < c.move_threshold_frac < 1, "move_threshold_frac", f"must be in (0, 1), got {c.move_threshold_frac!r}")
   speeds = tuple(c.causality.speeds_mps)
   require(len(speeds) >= 2 and all(v > 0 for v in speeds), "causality.speeds_mps",

@@ -25,6 +25,8 @@ BUGS = [
     # The sampler and guidance (kinemask_jax/diffusion.py).
     ("Euler steps scaled by 0.3", "kinemask_jax/diffusion.py", "x_euler = x + (t_next - t) * v",
      "x_euler = x + 0.3 * (t_next - t) * v", SAMPLER),
+    ("intermediate Euler steps scaled by 0.3", "kinemask_jax/diffusion.py", "x_euler = x + (t_next - t) * v",
+     "x_euler = x + jnp.where(t_next > 0, 0.3, 1.0) * (t_next - t) * v", SAMPLER),
     ("Heun update replaced by 5 v_next", "kinemask_jax/diffusion.py", "x_heun = x + (t_next - t) * 0.5 * (v + v_next)",
      "x_heun = 5 * v_next", SAMPLER),
     ("Heun on the last step too", "kinemask_jax/diffusion.py", "return jnp.where(t_next > 0, x_heun, x_euler), None",
@@ -34,6 +36,8 @@ BUGS = [
     ("frame 0's velocity not zeroed", "kinemask_jax/diffusion.py", "return v.at[:, 0].set(0.0)", "return v", SAMPLER),
     ("guidance branches swapped", "kinemask_jax/diffusion.py", "v_none, v_mask, v_full = jnp.split(v, 3)",
      "v_full, v_mask, v_none = jnp.split(v, 3)", GUIDANCE),
+    ("guidance none and mask branches swapped", "kinemask_jax/diffusion.py", "v_none, v_mask, v_full = jnp.split(v, 3)",
+     "v_mask, v_none, v_full = jnp.split(v, 3)", GUIDANCE),
     ("text guidance against the wrong branch", "kinemask_jax/diffusion.py",
      "text_scale * (v_full - v_mask)", "text_scale * (v_full - v_none)", GUIDANCE),
     ("loss over frame 0 too", "kinemask_jax/diffusion.py", "return jnp.mean(err[:, 1:])", "return jnp.mean(err)",

@@ -73,6 +73,8 @@ CASES = {
     "evaluate one speed": ("kinemask_jax.evaluate", ["--pretrained=tiny", "--out={tmp}/e",
                                                      "--config.causality.speeds_mps=(1.0,)"], 2,
                            "config.causality.speeds_mps: expected at least 2"),
+    "evaluate auto prompt without describer": ("kinemask_jax.evaluate", ["--pretrained=tiny", "--out={tmp}/e",
+                                                                         "--config.prompt=auto"], 2, "config.describer"),
     "evaluate batch 0": ("kinemask_jax.evaluate", ["--pretrained=tiny", "--out={tmp}/e", "--config.batch_size=0"], 2,
                          "config.batch_size: must be >= 1"),
     "evaluate missing dataset": ("kinemask_jax.evaluate", ["--pretrained=tiny", "--out={tmp}/e",

@@ -98,3 +98,21 @@ def test_constant_velocity_moves_the_pushed_object_along_its_velocity(tiny_examp
     if np.linalg.norm(truth) > 1.0:
       assert truth @ predicted / (np.linalg.norm(truth) * np.linalg.norm(predicted)) > 0.8
       assert 0.5 < np.linalg.norm(predicted) / np.linalg.norm(truth) < 2.0
+
+
+def test_an_object_lost_in_the_video_costs_the_image_width(tiny_examples):
+  """A pushed object the generated video never shows is as far off as the image is wide, in every frame
+  where the simulator shows it (not a missing value that the mean would skip)."""
+  checked = 0
+  for e in tiny_examples:
+    ks = [k for k in np.flatnonzero(e["moving_at_start"]) if (e["instance_ids"][0] == k + 1).sum() >= 4]
+    if len(ks) != 1 or np.flatnonzero(e["moving_at_start"]).size != 1:
+      continue
+    k = ks[0]
+    video = np.array(e["video"])
+    video[e["instance_ids"] == k + 1] = (128, 128, 128)  # painted over in every frame
+    curve = metrics.score_video(video, e, 1.0)["motion_curve"]
+    shown = e["visible"][:, k]
+    assert np.all(curve[shown] == video.shape[2]), (curve, shown)
+    checked += 1
+  assert checked >= 2
