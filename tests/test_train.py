@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from configs import stage1, stage2
+from datagen import cli
 from kinemask_jax import checkpoint as ckpt_lib, curriculum, data, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,8 +100,9 @@ def test_stage1_then_stage2_tiny(tiny_dataset, tmp_path):
   bad.model.width = 32
   with pytest.raises(train.TrainingError, match="incompatible.*width"):
     train.train_and_evaluate(bad, str(tmp_path / "bad"))
-  with pytest.raises(train.TrainingError, match="no such directory"):
+  with pytest.raises(cli.ConfigError, match="config.init_from: no such directory"):  # before any work
     train.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path / "missing")), str(tmp_path / "bad2"))
+  assert not os.path.exists(tmp_path / "bad2")
   with pytest.raises(train.TrainingError, match="no complete checkpoint|no checkpoints"):
     train.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path)), str(tmp_path / "bad3"))
 
