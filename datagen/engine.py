@@ -42,9 +42,19 @@ def generate_split(split: str, num: int, cfg: ml_collections.ConfigDict, backend
 def prepare_batch(seeds, cfg: ml_collections.ConfigDict, backend: str | None = None):
   """The host-side first half of `generate_batch`: the scenes of `seeds`, padded to cfg.batch_size with
   copies of the last one (one compiled shape for every batch), and their physics preparation."""
-  scenes = [scenes_lib.sample_scene(int(s), cfg) for s in seeds]
+  return prepare_scenes([scenes_lib.sample_scene(int(s), cfg) for s in seeds], cfg, backend)
+
+
+def prepare_scenes(scenes: list, cfg: ml_collections.ConfigDict, backend: str | None = None):
+  """`prepare_batch` for given scenes (e.g. edited by scenes.with_pushes)."""
   padded = scenes + [scenes[-1]] * (-len(scenes) % cfg.batch_size)
   return scenes, padded, physics.prepare(padded, cfg, backend)
+
+
+def simulate(scenes: list, cfg: ml_collections.ConfigDict, backend: str | None = None) -> list[dict]:
+  """Examples of the data contract for given scenes (at most cfg.batch_size of them): what the simulator
+  says happens, rendered."""
+  return generate_batch(None, cfg, backend, prepare_scenes(list(scenes), cfg, backend))
 
 
 def generate_batch(seeds, cfg: ml_collections.ConfigDict, backend: str | None = None, prepared=None) -> list[dict]:

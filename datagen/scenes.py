@@ -81,6 +81,22 @@ class Scene:
     return np.arange(self.shape.shape[0]) < self.num_objects
 
 
+def with_pushes(scene: Scene, velocities_mps: dict[int, np.ndarray]) -> Scene:
+  """The scene with exactly the objects k of `velocities_mps` set moving at the given world velocity (its
+  horizontal part: objects start on the table), spheres rolling without slipping; every other object still."""
+  velocity = np.zeros_like(scene.velocity_mps)
+  angular = np.zeros_like(scene.angular_velocity_rps)
+  moving = np.zeros_like(scene.moving_at_start)
+  for k, v in velocities_mps.items():
+    if not 0 <= k < scene.num_objects:
+      raise ValueError(f"object {k}: the scene has objects 0..{scene.num_objects - 1}")
+    velocity[k, :2] = np.asarray(v, np.float32)[:2]
+    moving[k] = True
+    if scene.shape[k] == SPHERE:
+      angular[k] = np.cross([0.0, 0.0, 1.0], velocity[k]) / scene.size[k, 0]
+  return dataclasses.replace(scene, velocity_mps=velocity, angular_velocity_rps=angular, moving_at_start=moving)
+
+
 def color_names(rgb: np.ndarray) -> list[str]:
   """Palette name of each colour [N,3] (the nearest palette entry: the jitter keeps names true)."""
   palette = np.array([c for _, c in PALETTE], np.int64)

@@ -137,6 +137,9 @@ def score_video(video: np.ndarray, example: dict, move_threshold_px: float) -> d
       fragmented=int((pieces[both] > 1).sum()),
       psnr=psnr(video, truth_video),
       ssim=ssim(video, truth_video),
+      # Per object [N] (for a person reading one video, e.g. the demo): moved in the generated video, and hit
+      # (in a collision and moved) in the simulator's.
+      moved=moved.tolist(), truth_hit=hit.tolist(),
   )
 
 

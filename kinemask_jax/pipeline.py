@@ -259,7 +259,9 @@ class KineMaskPipeline:
       raise InputError(f"{name}: the mask is empty (no pixel selects the object)")
     return mask
 
-  def _velocity(self, velocity, name: str) -> np.ndarray:
+  def check_velocity(self, velocity, name: str = "velocity") -> np.ndarray:
+    """A velocity as `generate` takes it -> float32 [3] m/s (camera frame), or InputError naming `name`
+    (not 2 or 3 finite numbers, or a component beyond the model's conditioning.v_max_mps)."""
     try:
       v = np.asarray(velocity, np.float64)
     except (TypeError, ValueError) as e:
@@ -305,7 +307,7 @@ class KineMaskPipeline:
                        f"got {velocity!r}")
     masks = [self._mask(m, image.shape[:2], f"object_mask{where}" + (f"[{i}]" if many else ""))
              for i, m in enumerate(masks)]
-    vels = [self._velocity(v, f"velocity{where}" + (f"[{i}]" if many else "")) for i, v in enumerate(vels)]
+    vels = [self.check_velocity(v, f"velocity{where}" + (f"[{i}]" if many else "")) for i, v in enumerate(vels)]
     overlap = np.sum(masks, axis=0) > 1
     if overlap.any():
       raise InputError(f"object_mask{where}: the masks overlap at {int(overlap.sum())} pixels (one object each)")
@@ -401,6 +403,14 @@ class KineMaskPipeline:
     frames = np.stack([e[0] for e in examples])
     return conditioning.from_user(frames, ids0, velocities, text_ids, text_lengths, t,
                                   self.config.conditioning.v_max_mps)
+
+  def auto_prompt(self, image, object_mask, velocity) -> str | None:
+    """What prompt="auto" would use for these inputs (validated as by `generate`): the outcome predictor's
+    description, or None when no predictor is loaded."""
+    example = self._example(image, object_mask, velocity, "")
+    if self.describer is None:
+      return None
+    return self.describer.predict(*example).caption
 
   def condition(self, image, object_mask, velocity, prompt: str | None = None) -> conditioning.Condition:
     """The model's Condition (batch of one) for these inputs, as `generate` builds it (validated the same way;

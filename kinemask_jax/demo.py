@@ -1,0 +1,407 @@
+"""Interactive demo: `python -m kinemask_jax.demo [--pretrained=tiny|small | --workdir=W] [--describer=DIR]
+[--port=8000]` starts a local web page (offline: no asset comes from the internet).
+
+Choose a scene (an example of the repository, a new random scene from the data engine at the model's size,
+or an upload), click on objects to select them (colour flood fill, drawn over them), drag an arrow from
+each to set its velocity (shown in m/s, and editable), pick the text ("auto": the outcome predictor's
+description, or your own), steps and seed, and Generate. For a data-engine scene the simulator's video of
+the same pushes plays beside the model's, with the motion error and which objects each one hits.
+
+Everything the page does goes through the sampling API (`KineMaskPipeline`: validation, segmentation,
+arrows, sampling) and the data engine; `DemoSession` holds the scenes and runs the jobs one at a time (a
+queue: requests never run in parallel on the CPU cores).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import io
+import itertools
+import json
+import os
+import tempfile
+import threading
+import time
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from datagen import cli
+
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_page", "index.html")
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+MOVE_THRESHOLD_FRAC = 0.04  # as the evaluation: an object "moved" beyond this share of the image width
+# An arrow on the page shows this many seconds of motion (the API's arrows show one second, which at the
+# data's 0.8-2 m/s would reach past a small image's edge).
+ARROW_S = 0.25
+
+
+@dataclasses.dataclass
+class Scene:
+  """A scene of the page: its first frame at the model's size and, for a data-engine scene, the engine's
+  Scene (to simulate the user's pushes) and its first frame's instance ids."""
+  name: str
+  image: np.ndarray
+  engine_scene: object | None = None
+  ids0: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Job:
+  id: str
+  request: dict
+  created: float
+  stage: str = "queued"
+  started: float | None = None
+  finished: float | None = None
+  result: dict | None = None
+  error: str | None = None
+
+
+class DemoSession:
+  """The demo's state and work, independent of HTTP: scenes by id, segmentation and arrows through the
+  pipeline, and a one-worker job queue."""
+
+  def __init__(self, pipe, examples_dir: str = EXAMPLES, workdir: str | None = None, model_name: str = "model"):
+    self.pipe = pipe
+    self.model_name = model_name
+    self.data_cfg = pipe.config.data.copy_and_resolve_references()
+    self.data_cfg.batch_size = 1  # one scene at a time, not padded to the engine's batch
+    self.examples = self._example_seeds(examples_dir)
+    self.scenes: dict[str, Scene] = {}
+    self.jobs: dict[str, Job] = {}
+    self._ids = itertools.count(1)
+    self._lock = threading.Lock()
+    self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-job")
+    self._seconds_per_step: float | None = None
+    self.files = workdir or tempfile.mkdtemp(prefix="kinemask_demo_")
+
+  # -- scenes ----------------------------------------------------------------------------------------
+  def _example_seeds(self, examples_dir: str) -> dict[str, int]:
+    """Repository examples at the model's size (examples/scenes.json: name -> engine seed)."""
+    path = os.path.join(examples_dir, "scenes.json")
+    if not os.path.exists(path):
+      return {}
+    with open(path) as f:
+      table = json.load(f)
+    prefix = self.data_cfg.name + "_"
+    return {name: int(v["seed"]) for name, v in sorted(table.items()) if name.startswith(prefix)}
+
+  def _add(self, scene: Scene) -> tuple[str, Scene]:
+    with self._lock:
+      scene_id = f"s{next(self._ids)}"
+      self.scenes[scene_id] = scene
+    return scene_id, scene
+
+  def engine_scene(self, seed: int, name: str) -> tuple[str, Scene]:
+    """The data engine's scene of `seed` at the model's size (its first frame rendered)."""
+    from datagen import engine, scenes
+    scene = scenes.sample_scene(int(seed), self.data_cfg)
+    example = engine.simulate([scene], self.data_cfg)[0]
+    return self._add(Scene(name, np.asarray(example["video"][0]), scene, np.asarray(example["instance_ids"][0])))
+
+  def example(self, name: str) -> tuple[str, Scene]:
+    if name not in self.examples:
+      raise InputError(f"example {name!r}: not one of {list(self.examples)}")
+    return self.engine_scene(self.examples[name], f"example {name}")
+
+  def random_scene(self, seed: int | None = None) -> tuple[str, Scene]:
+    """A new held-out scene: a test-split seed of the engine (the model never trained on it)."""
+    from datagen import engine
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+      raise InputError(f"seed: expected a non-negative integer or nothing, got {seed!r}")
+    seed = engine.SPLIT_SEED_BASE["test"] + int(np.random.default_rng(seed).integers(0, 1_000_000))
+    return self.engine_scene(seed, f"engine scene {seed}")
+
+  def upload(self, data: bytes, filename: str = "upload") -> tuple[str, Scene]:
+    """An uploaded image, resized to the model's size (bilinear); no simulator truth."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+      image = Image.open(io.BytesIO(data))
+      image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+      raise InputError(f"upload {filename!r}: not an image ({type(e).__name__})") from None
+    h, w = self.pipe.video_shape[1:3]
+    image = np.asarray(image.convert("RGB").resize((w, h), Image.BILINEAR))
+    return self._add(Scene(f"upload {filename}", image))
+
+  def scene(self, scene_id: str) -> Scene:
+    if scene_id not in self.scenes:
+      raise InputError(f"scene {scene_id!r}: unknown (reload the page)")
+    return self.scenes[scene_id]
+
+  def describe_scene(self, scene_id: str) -> dict:
+    s = self.scene(scene_id)
+    h, w = s.image.shape[:2]
+    return dict(id=scene_id, name=s.name, width=w, height=h, has_truth=s.engine_scene is not None,
+                image=s.image.tolist())
+
+  # -- objects and velocities ------------------------------------------------------------------------
+  def select(self, scene_id: str, x: int, y: int) -> dict:
+    """The object under pixel (x, y): its mask (mask_from_point) and a label."""
+    from kinemask_jax import pipeline
+    s = self.scene(scene_id)
+    mask = pipeline.mask_from_point(s.image, int(x), int(y))
+    label = "object"
+    if s.ids0 is not None:
+      ids = s.ids0[mask]
+      k = int(np.bincount(ids).argmax()) - 1 if ids.size else -1
+      if k >= 0:
+        shape = ("block", "ball", "cylinder")[int(s.engine_scene.shape[k])]
+        label = f"{s.engine_scene.color_name[k]} {shape}"
+    ys, xs = np.nonzero(mask)
+    return dict(mask=mask.astype(np.uint8).tolist(), label=label, pixels=int(mask.sum()),
+                centroid=[float(xs.mean() + 0.5), float(ys.mean() + 0.5)])
+
+  def velocity_from_arrow(self, start_xy, end_xy) -> dict:
+    """The velocity of an arrow drawn on the page (pixels of the model's image; ARROW_S seconds of motion)."""
+    (x0, y0), (x1, y1) = start_xy, end_xy
+    one_second = (x0 + (x1 - x0) / ARROW_S, y0 + (y1 - y0) / ARROW_S)
+    v = self.pipe.check_velocity(self.pipe.velocity_from_arrow((x0, y0), one_second), "velocity (the arrow)")
+    return dict(velocity=[round(float(x), 3) + 0.0 for x in v])
+
+  def arrow_from_velocity(self, velocity) -> dict:
+    """A typed velocity (m/s, camera frame), checked, and its arrow on the page (pixels over ARROW_S)."""
+    v = self.pipe.check_velocity(velocity)
+    dx, dy = self.pipe.arrow_from_velocity(v)
+    return dict(velocity=[round(float(x), 3) + 0.0 for x in v], arrow=[dx * ARROW_S, dy * ARROW_S])
+
+  def _inputs(self, scene_id: str, objects: list[dict]):
+    from kinemask_jax import pipeline
+    s = self.scene(scene_id)
+    if not objects:
+      raise InputError("objects: select at least one object (click on it) and drag its velocity arrow")
+    masks = [pipeline.mask_from_point(s.image, int(o["x"]), int(o["y"])) for o in objects]
+    velocities = [self.pipe.check_velocity(o["velocity"], f"velocity of object {i + 1}") for i, o in enumerate(objects)]
+    return s, masks, velocities
+
+  def auto_prompt(self, scene_id: str, objects: list[dict]) -> dict:
+    s, masks, velocities = self._inputs(scene_id, objects)
+    caption = self.pipe.auto_prompt(s.image, masks, velocities)
+    return dict(prompt=caption, note=None if caption is not None else
+                "no outcome predictor loaded (--describer=DIR): 'auto' generates without text")
+
+  # -- jobs ------------------------------------------------------------------------------------------
+  def submit(self, request: dict) -> str:
+    """Queues a generation; validates what can be checked at once (scene, objects, velocities, steps, seed)."""
+    self._inputs(request.get("scene_id", ""), request.get("objects") or [])
+    steps, seed = request.get("steps"), request.get("seed", 0)
+    if not isinstance(steps, int) or not 1 <= steps <= 200:
+      raise InputError(f"steps: expected an integer in [1, 200], got {steps!r}")
+    if not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+      raise InputError(f"seed: expected an integer in [0, 2**32), got {seed!r}")
+    with self._lock:
+      job = Job(f"j{next(self._ids)}", request, time.time())
+      self.jobs[job.id] = job
+    self._worker.submit(self._run, job)
+    return job.id
+
+  def status(self, job_id: str) -> dict:
+    if job_id not in self.jobs:
+      raise InputError(f"job {job_id!r}: unknown")
+    job = self.jobs[job_id]
+    ahead = sum(1 for j in self.jobs.values() if j.stage == "queued" and j.created < job.created)
+    running = any(j.stage not in ("queued", "done", "error") for j in self.jobs.values() if j is not job)
+    now = time.time()
+    estimate = (self._seconds_per_step * job.request["steps"] if self._seconds_per_step else None)
+    return dict(id=job.id, stage=job.stage, queue_position=ahead + (1 if running and job.stage == "queued" else 0),
+                elapsed=round((job.finished or now) - (job.started or now), 1),
+                estimate=round(estimate, 1) if estimate else None, result=job.result, error=job.error)
+
+  def _run(self, job: Job) -> None:
+    from kinemask_jax import pipeline
+    job.started = time.time()
+    try:
+      job.result = self._generate(job)
+      job.stage = "done"
+    except (InputError, pipeline.InputError) as e:
+      job.error, job.stage = str(e), "error"
+    except Exception as e:  # the server keeps serving; the page shows what happened
+      job.error, job.stage = f"server error: {type(e).__name__}: {e}", "error"
+    job.finished = time.time()
+
+  def _generate(self, job: Job) -> dict:
+    r = job.request
+    job.stage = "segmenting"
+    s, masks, velocities = self._inputs(r["scene_id"], r["objects"])
+    prompt = r.get("prompt", "auto")
+    if prompt == "auto":
+      prompt = self.pipe.auto_prompt(s.image, masks, velocities) or ""
+    job.stage = "generating"
+    start = time.time()
+    result = self.pipe.generate(s.image, masks, velocities, prompt=prompt or None, num_steps=r["steps"],
+                                seed=r.get("seed", 0))
+    self._seconds_per_step = (time.time() - start) / r["steps"]
+    out = dict(prompt=result.prompt, frames=int(result.video.shape[0]), fps=self.pipe.fps,
+               generated=self._save(job.id, "generated", result.video))
+    if s.engine_scene is not None:
+      job.stage = "simulating"
+      out.update(self._truth(job.id, s, masks, result.velocities, result.video))
+    return out
+
+  def _save(self, job_id: str, name: str, video: np.ndarray) -> dict:
+    from kinemask_jax import media
+    folder = os.path.join(self.files, job_id)
+    os.makedirs(folder, exist_ok=True)
+    media.save_gif(os.path.join(folder, f"{name}.gif"), video, self.pipe.fps)
+    media.save_mp4(os.path.join(folder, f"{name}.mp4"), video, self.pipe.fps)
+    return dict(gif=f"/api/files/{job_id}/{name}.gif", mp4=f"/api/files/{job_id}/{name}.mp4")
+
+  def _truth(self, job_id: str, s: Scene, masks, velocities_cam, video) -> dict:
+    """The simulator's video of the same pushes (camera-frame velocities turned into the scene's world frame,
+    horizontal), and both videos scored against it."""
+    from datagen import engine, scenes
+    from kinemask_jax import metrics
+    rotation = np.asarray(s.engine_scene.camera.rotation, np.float64)  # world -> camera
+    pushes = {}
+    for mask, v in zip(masks, velocities_cam):
+      ids = s.ids0[mask]
+      k = int(np.bincount(ids).argmax()) - 1
+      if k < 0:
+        raise InputError("a selected region is no object of the engine's scene (the table?): select objects only")
+      pushes[k] = rotation.T @ np.asarray(v, np.float64)
+    truth = engine.simulate([scenes.with_pushes(s.engine_scene, pushes)], self.data_cfg)[0]
+    threshold = MOVE_THRESHOLD_FRAC * video.shape[2]
+    mine, theirs = (metrics.score_video(v, truth, threshold) for v in (video, np.asarray(truth["video"])))
+    n = int(truth["num_objects"])
+    names = [f"{s.engine_scene.color_name[k]} {('block', 'ball', 'cylinder')[int(s.engine_scene.shape[k])]}"
+             for k in range(n)]
+    hit = lambda moved: [names[k] for k in range(n) if moved[k] and k not in pushes]
+    curve = np.asarray(mine["motion_curve"], np.float64)[1:]
+    return dict(truth=self._save(job_id, "truth", np.asarray(truth["video"])),
+                motion_error_px=round(float(np.nanmean(curve)), 2) if np.isfinite(curve).any() else None,
+                moved_generated=hit(mine["moved"]), moved_truth=hit(theirs["moved"]),
+                pushed=[names[k] for k in pushes])
+
+
+class InputError(ValueError):
+  """A request the demo cannot serve; shown in the page."""
+
+
+def make_app(session: DemoSession):
+  """The FastAPI app of a session: the page, its JSON API and the generated files."""
+  from kinemask_jax import pipeline
+
+  app = FastAPI(title="KineMask demo", docs_url=None, redoc_url=None)
+
+  @app.exception_handler(InputError)
+  @app.exception_handler(pipeline.InputError)
+  async def _bad_input(request: Request, e: Exception):
+    return JSONResponse({"error": str(e)}, status_code=400)
+
+  @app.exception_handler(Exception)
+  async def _server_error(request: Request, e: Exception):
+    return JSONResponse({"error": f"server error: {type(e).__name__}: {e}"}, status_code=500)
+
+  def body(d: dict, *keys):
+    missing = [k for k in keys if k not in d]
+    if missing:
+      raise InputError(f"request: missing {missing}")
+    return [d[k] for k in keys]
+
+  @app.get("/", response_class=HTMLResponse)
+  def page():
+    with open(PAGE) as f:
+      return f.read()
+
+  @app.get("/api/info")
+  def info():
+    t, h, w, _ = session.pipe.video_shape
+    return dict(frames=t, height=h, width=w, fps=session.pipe.fps, v_max=session.pipe.config.conditioning.v_max_mps,
+                steps=int(session.pipe.config.diffusion.num_steps), examples=list(session.examples),
+                describer=session.pipe.describer is not None, model=session.model_name, arrow_s=ARROW_S)
+
+  @app.post("/api/scene/example")
+  def example(d: dict):
+    return session.describe_scene(session.example(*body(d, "name"))[0])
+
+  @app.post("/api/scene/random")
+  def random_scene(d: dict):
+    return session.describe_scene(session.random_scene(d.get("seed"))[0])
+
+  @app.post("/api/scene/upload")
+  async def upload(request: Request):
+    form = await request.form()
+    file = form.get("file")
+    if file is None or not hasattr(file, "read"):
+      raise InputError("upload: no file in the form (field 'file')")
+    return session.describe_scene(session.upload(await file.read(), file.filename or "upload")[0])
+
+  @app.post("/api/select")
+  def select(d: dict):
+    return session.select(*body(d, "scene_id", "x", "y"))
+
+  @app.post("/api/arrow")
+  def arrow(d: dict):
+    start, end = body(d, "start", "end")
+    return session.velocity_from_arrow(start, end)
+
+  @app.post("/api/velocity")
+  def velocity(d: dict):
+    return session.arrow_from_velocity(*body(d, "velocity"))
+
+  @app.post("/api/prompt")
+  def prompt(d: dict):
+    return session.auto_prompt(*body(d, "scene_id", "objects"))
+
+  @app.post("/api/generate")
+  def generate(d: dict):
+    return dict(job=session.submit(d))
+
+  @app.get("/api/job/{job_id}")
+  def job(job_id: str):
+    return session.status(job_id)
+
+  @app.get("/api/files/{job_id}/{name}")
+  def files(job_id: str, name: str):
+    path = os.path.join(session.files, job_id, name)
+    if job_id not in session.jobs or name not in ("generated.gif", "generated.mp4", "truth.gif", "truth.mp4") \
+        or not os.path.exists(path):
+      raise InputError(f"no file {job_id}/{name}")
+    return FileResponse(path, filename=f"kinemask_{job_id}_{name}")
+
+  return app
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags
+  from kinemask_jax import pipeline
+  f = flags.FLAGS
+  if f.workdir is not None and f.pretrained is not None:
+    raise cli.UsageError("give at most one of --workdir and --pretrained")
+  if not 0 <= f.port <= 65535:
+    raise cli.UsageError(f"--port: expected 0-65535 (0: any free port), got {f.port}")
+  name = (f.pretrained or "tiny") if f.workdir is None else None
+  if name is not None and name not in pipeline.pretrained_names():
+    raise cli.UsageError(f"--pretrained={name}: no such shipped weights; shipped: {pipeline.pretrained_names()}")
+  if f.describer is not None and not os.path.isdir(f.describer):
+    raise cli.UsageError(f"--describer={f.describer}: no such directory")
+  import socket
+  import uvicorn
+  sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    sock.bind((f.host, f.port))
+  except OSError as e:
+    raise cli.UsageError(f"--port={f.port}: cannot listen on {f.host}:{f.port} ({e.strerror})")
+  pipe = (pipeline.KineMaskPipeline.from_pretrained(name, describer=f.describer) if name else
+          pipeline.KineMaskPipeline.from_checkpoint(f.workdir, describer=f.describer))
+  session = DemoSession(pipe, model_name=f"pretrained {name}" if name else os.path.abspath(f.workdir))
+  host, port = sock.getsockname()[:2]
+  print(f"KineMask demo ({session.model_name}, {'x'.join(map(str, pipe.video_shape[:3]))} videos): "
+        f"http://{host}:{port}  (Ctrl-C stops)", flush=True)
+  uvicorn.Server(uvicorn.Config(make_app(session), log_level="warning")).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+  from absl import flags
+  from kinemask_jax import pipeline as _pipeline
+  flags.DEFINE_string("pretrained", None, "Shipped weights: tiny or small (default tiny; or --workdir).")
+  flags.DEFINE_string("workdir", None, "A training workdir instead of shipped weights.")
+  flags.DEFINE_string("describer", None, "Outcome-predictor workdir (kinemask_jax.describe) for the 'auto' text.")
+  flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
+  flags.DEFINE_integer("port", 8000, "Port (0: any free port; the address is printed).")
+  cli.run(main, expected=(_pipeline.CheckpointError,))
