@@ -83,7 +83,10 @@ class Scene:
 
 def with_pushes(scene: Scene, velocities_mps: dict[int, np.ndarray]) -> Scene:
   """The scene with exactly the objects k of `velocities_mps` set moving at the given world velocity (its
-  horizontal part: objects start on the table), spheres rolling without slipping; every other object still."""
+  horizontal part: objects start on the table), spheres rolling without slipping; every other object still.
+  At least one object is pushed (the data contract's captions describe a mover)."""
+  if not velocities_mps:
+    raise ValueError("with_pushes: push at least one object")
   velocity = np.zeros_like(scene.velocity_mps)
   angular = np.zeros_like(scene.angular_velocity_rps)
   moving = np.zeros_like(scene.moving_at_start)

@@ -145,15 +145,23 @@ class DemoSession:
     s = self.scene(scene_id)
     mask = pipeline.mask_from_point(s.image, int(x), int(y))
     label = "object"
-    if s.ids0 is not None:
-      ids = s.ids0[mask]
-      k = int(np.bincount(ids).argmax()) - 1 if ids.size else -1
-      if k >= 0:
-        shape = ("block", "ball", "cylinder")[int(s.engine_scene.shape[k])]
-        label = f"{s.engine_scene.color_name[k]} {shape}"
+    if s.ids0 is not None:  # an engine scene knows its objects: the fill must be mostly one of them
+      k = self._object_of(s, mask)
+      if k < 0:
+        raise InputError(f"point: ({x}, {y}) is on the table or background of this scene, not on an object")
+      label = self._name(s, k)
     ys, xs = np.nonzero(mask)
     return dict(mask=mask.astype(np.uint8).tolist(), label=label, pixels=int(mask.sum()),
                 centroid=[float(xs.mean() + 0.5), float(ys.mean() + 0.5)])
+
+  @staticmethod
+  def _object_of(s: Scene, mask: np.ndarray) -> int:
+    """The engine object (index) most of the mask's pixels show, or -1 for the table or background."""
+    return int(np.bincount(s.ids0[mask]).argmax()) - 1
+
+  @staticmethod
+  def _name(s: Scene, k: int) -> str:
+    return f"{s.engine_scene.color_name[k]} {('block', 'ball', 'cylinder')[int(s.engine_scene.shape[k])]}"
 
   def velocity_from_arrow(self, start_xy, end_xy) -> dict:
     """The velocity of an arrow drawn on the page (pixels of the model's image; ARROW_S seconds of motion)."""
@@ -257,8 +265,7 @@ class DemoSession:
     rotation = np.asarray(s.engine_scene.camera.rotation, np.float64)  # world -> camera
     pushes = {}
     for mask, v in zip(masks, velocities_cam):
-      ids = s.ids0[mask]
-      k = int(np.bincount(ids).argmax()) - 1
+      k = self._object_of(s, mask)
       if k < 0:
         raise InputError("a selected region is no object of the engine's scene (the table?): select objects only")
       pushes[k] = rotation.T @ np.asarray(v, np.float64)
@@ -266,8 +273,7 @@ class DemoSession:
     threshold = MOVE_THRESHOLD_FRAC * video.shape[2]
     mine, theirs = (metrics.score_video(v, truth, threshold) for v in (video, np.asarray(truth["video"])))
     n = int(truth["num_objects"])
-    names = [f"{s.engine_scene.color_name[k]} {('block', 'ball', 'cylinder')[int(s.engine_scene.shape[k])]}"
-             for k in range(n)]
+    names = [self._name(s, k) for k in range(n)]
     hit = lambda moved: [names[k] for k in range(n) if moved[k] and k not in pushes]
     curve = np.asarray(mine["motion_curve"], np.float64)[1:]
     return dict(truth=self._save(job_id, "truth", np.asarray(truth["video"])),

@@ -81,6 +81,10 @@ BUGS = [
     ("spearman of a constant response is 1", "kinemask_jax/metrics.py",
      "if np.ptp(x) == 0 or np.ptp(y) == 0:\n    return 0.0", "if np.ptp(x) == 0 or np.ptp(y) == 0:\n    return 1.0",
      "tests/test_tracking.py"),
+    # The demo (a real browser).
+    ("demo's simulator ignores the user's pushes", "kinemask_jax/demo.py",
+     "scenes.with_pushes(s.engine_scene, pushes)", "scenes.with_pushes(s.engine_scene, {})",
+     "tests/test_demo.py -k browser"),
     # Checkpoint restore.
     ("resume without the data iterator's state", "kinemask_jax/train.py", "    train_iter.set_state(restored[\"data\"])\n",
      "", "tests/test_train.py -k sigkill"),

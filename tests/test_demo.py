@@ -53,29 +53,43 @@ def browser():
   driver.quit()
 
 
-def _wait(driver, condition, timeout=120, what="condition"):
+def _wait(driver, condition, timeout=120, what="condition", stop_on_error=False):
   start = time.time()
   while time.time() - start < timeout:
     value = condition()
     if value:
       return value
+    if stop_on_error and driver.find_element("id", "error").text:
+      break
     time.sleep(0.2)
   raise AssertionError(f"timed out waiting for {what}; page error: {driver.find_element('id', 'error').text!r}")
 
 
-def _object_pixel(image: np.ndarray):
-  """An object pixel the segmentation accepts: the centre of the largest object under a valid click."""
+def _post(server, path, body):
+  import json
+  request = urllib.request.Request(server + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+  try:
+    with urllib.request.urlopen(request) as r:
+      return r.status, json.load(r)
+  except urllib.error.HTTPError as e:
+    return e.code, json.load(e)
+
+
+def _object_pixel(server, scene_id: str, image: np.ndarray):
+  """A pixel of the scene's largest object that the server's selection accepts (an engine scene refuses
+  the table and background)."""
   from kinemask_jax import pipeline
-  best = None
+  candidates = []
   for y in range(image.shape[0]):
     for x in range(image.shape[1]):
       try:
-        mask = pipeline.mask_from_point(image, x, y)
+        candidates.append((int(pipeline.mask_from_point(image, x, y).sum()), x, y))
       except pipeline.InputError:
         continue
-      if best is None or mask.sum() > best[0]:
-        best = (int(mask.sum()), x, y)
-  return best[1], best[2]
+  for _, x, y in sorted(candidates, reverse=True):
+    if _post(server, "/api/select", {"scene_id": scene_id, "x": x, "y": y})[0] == 200:
+      return x, y
+  raise AssertionError("no object pixel in the scene")
 
 
 def _drag(driver, canvas, scale, x, y, dx_px, dy_px):
@@ -114,7 +128,7 @@ def test_the_page_in_a_browser(server, browser, tmp_path):
   _wait(d, lambda: d.execute_script("return state.scene.name").startswith("engine scene"), what="a random scene")
   assert not d.find_element("id", "error").is_displayed()
   image = np.array(d.execute_script("return state.scene.image"), np.uint8)
-  x, y = _object_pixel(image)
+  x, y = _object_pixel(server, d.execute_script("return state.scene.id"), image)
   _drag(d, canvas, scale, x, y, -6 * scale, 0)
   _wait(d, lambda: d.execute_script("return state.objects.length === 1 && state.objects[0].velocity[0] < 0"), 30,
         "the object's velocity from the arrow")
@@ -125,13 +139,28 @@ def test_the_page_in_a_browser(server, browser, tmp_path):
   steps.clear()
   steps.send_keys("4")
   d.find_element("id", "generate").click()
-  _wait(d, lambda: d.find_element("id", "status").text.startswith("done"), 300, "the generated video")
+  _wait(d, lambda: d.find_element("id", "status").text.startswith("done"), 300, "the generated video", True)
   generated = d.find_element("id", "generated").get_attribute("src")
   assert _gif_frames(generated) == info["frames"]
   truth = d.find_element("id", "truth-panel")
   assert truth.is_displayed() and _gif_frames(d.find_element("id", "truth").get_attribute("src")) == info["frames"]
-  assert "pushed:" in d.find_element("id", "truth-score").text
+  label = d.execute_script("return state.objects[0].label")
+  assert f"pushed: {label}" in d.find_element("id", "truth-score").text
+  # The simulator ran the user's push: its pushed object left its place.
+  from PIL import Image, ImageSequence
+  gif = Image.open(io.BytesIO(urllib.request.urlopen(d.find_element("id", "truth").get_attribute("src")).read()))
+  frames = [np.asarray(f.convert("RGB"), np.int32) for f in ImageSequence.Iterator(gif)]
+  assert np.abs(frames[0] - frames[-1]).mean() > 0.5
   assert "motion error" in d.find_element("id", "generated-score").text
+  # A typed speed beyond the model's range: the message shows, the field goes back to the velocity in use.
+  before = d.execute_script("return state.objects[0].velocity[0]")
+  from selenium.webdriver.common.keys import Keys
+  field = d.find_element("css selector", "#objects .object input.v")
+  field.send_keys(Keys.CONTROL, "a")  # (clear() would fire a change of its own)
+  field.send_keys("9\n")
+  _wait(d, lambda: "beyond the model's range" in d.find_element("id", "error").text, 30, "the speed error")
+  field = d.find_element("css selector", "#objects .object input.v")
+  assert float(field.get_attribute("value")) == before == d.execute_script("return state.objects[0].velocity[0]")
   shot = os.environ.get("KINEMASK_DEMO_SCREENSHOT") or str(tmp_path / "demo.png")
   d.save_screenshot(shot)
   assert os.path.getsize(shot) > 10_000
@@ -140,13 +169,7 @@ def test_the_page_in_a_browser(server, browser, tmp_path):
 def test_bad_requests_are_answered_not_fatal(server):
   """Bad requests get a 400 with a message; the server keeps serving."""
   import json
-  def post(path, body):
-    request = urllib.request.Request(server + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-      with urllib.request.urlopen(request) as r:
-        return r.status, json.load(r)
-    except urllib.error.HTTPError as e:
-      return e.code, json.load(e)
+  post = lambda path, body: _post(server, path, body)
   scene = post("/api/scene/example", {"name": "tiny_1"})[1]["id"]
   assert post("/api/scene/example", {"name": "nope"}) == (400, {"error": "example 'nope': not one of ['tiny_1', 'tiny_2']"})
   code, answer = post("/api/arrow", {"start": [10, 10], "end": [100, 10]})
