@@ -43,11 +43,12 @@ class DatasetBusy(RuntimeError):
   """Another generator is writing the dataset."""
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat_config(d: dict, prefix: str = "") -> dict:
+  """A nested config dict as {"a.b.c": value}, tuples as lists (as JSON stores them)."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
+      out.update(flat_config(v, f"{prefix}{k}."))
     else:
       out[prefix + k] = list(v) if isinstance(v, (list, tuple)) else v
   return out
@@ -64,7 +65,7 @@ def stored_config(path: str) -> dict | None:
 
 def config_differences(stored: dict, cfg) -> list[str]:
   """'field: dataset X, asked Y' for every content field (not HOW_NOT_WHAT) where they differ."""
-  have, want = _flat(stored), _flat(json.loads(cfg.to_json()))
+  have, want = flat_config(stored), flat_config(json.loads(cfg.to_json()))
   out = []
   for key in sorted(set(have) | set(want)):
     if key in HOW_NOT_WHAT or have.get(key) == want.get(key):

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from datagen import cli
 
@@ -36,6 +36,7 @@ MOVE_THRESHOLD_FRAC = 0.04  # as the evaluation: an object "moved" beyond this s
 # An arrow on the page shows this many seconds of motion (the API's arrows show one second, which at the
 # data's 0.8-2 m/s would reach past a small image's edge).
 ARROW_S = 0.25
+KEEP_JOBS = 50  # the videos of this many newest jobs are kept (in memory) for the page and its links
 
 
 @dataclasses.dataclass
@@ -64,7 +65,7 @@ class DemoSession:
   """The demo's state and work, independent of HTTP: scenes by id, segmentation and arrows through the
   pipeline, and a one-worker job queue."""
 
-  def __init__(self, pipe, examples_dir: str = EXAMPLES, workdir: str | None = None, model_name: str = "model"):
+  def __init__(self, pipe, examples_dir: str = EXAMPLES, model_name: str = "model"):
     self.pipe = pipe
     self.model_name = model_name
     self.data_cfg = pipe.config.data.copy_and_resolve_references()
@@ -76,7 +77,9 @@ class DemoSession:
     self._lock = threading.Lock()
     self._worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="demo-job")
     self._seconds_per_step: float | None = None
-    self.files = workdir or tempfile.mkdtemp(prefix="kinemask_demo_")
+    # The videos of the newest KEEP_JOBS jobs, in memory: (job id, file name) -> bytes. Nothing is left on
+    # disk when the server stops, however it stops.
+    self.files: dict[tuple[str, str], bytes] = {}
 
   # -- scenes ----------------------------------------------------------------------------------------
   def _example_seeds(self, examples_dir: str) -> dict[str, int]:
@@ -251,10 +254,16 @@ class DemoSession:
 
   def _save(self, job_id: str, name: str, video: np.ndarray) -> dict:
     from kinemask_jax import media
-    folder = os.path.join(self.files, job_id)
-    os.makedirs(folder, exist_ok=True)
-    media.save_gif(os.path.join(folder, f"{name}.gif"), video, self.pipe.fps)
-    media.save_mp4(os.path.join(folder, f"{name}.mp4"), video, self.pipe.fps)
+    with tempfile.TemporaryDirectory(prefix="kinemask_demo_") as folder:
+      for ext, save in (("gif", media.save_gif), ("mp4", media.save_mp4)):
+        path = os.path.join(folder, f"{name}.{ext}")
+        save(path, video, self.pipe.fps)
+        with open(path, "rb") as f:
+          self.files[(job_id, f"{name}.{ext}")] = f.read()
+    with self._lock:
+      old_jobs = sorted({j for j, _ in self.files}, key=lambda j: int(j[1:]))[:-KEEP_JOBS]
+      for key in [k for k in self.files if k[0] in old_jobs]:
+        del self.files[key]
     return dict(gif=f"/api/files/{job_id}/{name}.gif", mp4=f"/api/files/{job_id}/{name}.mp4")
 
   def _truth(self, job_id: str, s: Scene, masks, velocities_cam, video) -> dict:
@@ -362,11 +371,12 @@ def make_app(session: DemoSession):
 
   @app.get("/api/files/{job_id}/{name}")
   def files(job_id: str, name: str):
-    path = os.path.join(session.files, job_id, name)
-    if job_id not in session.jobs or name not in ("generated.gif", "generated.mp4", "truth.gif", "truth.mp4") \
-        or not os.path.exists(path):
-      raise InputError(f"no file {job_id}/{name}")
-    return FileResponse(path, filename=f"kinemask_{job_id}_{name}")
+    data = session.files.get((job_id, name))
+    if data is None:
+      raise InputError(f"no file {job_id}/{name} (only the newest {KEEP_JOBS} jobs' videos are kept)")
+    media_type = "image/gif" if name.endswith(".gif") else "video/mp4"
+    return Response(data, media_type=media_type,
+                    headers={"Content-Disposition": f'inline; filename="kinemask_{job_id}_{name}"'})
 
   return app
 

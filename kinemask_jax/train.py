@@ -194,7 +194,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = metric_writers.create_default_writer(workdir, just_logging=not primary)
   if latest is None and primary:
     parameter_overview.log_parameter_overview(state.params.to_pure_dict())
-    writer.write_hparams({k: v for k, v in _flatten(json.loads(config_json)).items()})
+    from datagen import generate
+    writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                          for k, v in generate.flat_config(json.loads(config_json)).items()})
   steps = config.train.steps
   flops_per_step = cost.TRAIN_FACTOR * config.batch_size * cost.forward_flops(
       config.model, config.data.num_frames, config.data.height, config.data.width)
@@ -262,16 +264,6 @@ def _sample_gifs(config, sampler, state, workdir: str, step: int, primary: bool)
     path = os.path.join(workdir, "samples", f"step_{step:07d}.gif")
     _write_samples(path, videos, np.asarray(raw["video"]), config.data.fps)
     logging.info("wrote %s", path)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
-  return out
 
 
 def main(argv) -> None:
