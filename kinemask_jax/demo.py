@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from datagen import cli
+from kinemask_jax.units import InputError  # a request the demo cannot serve: shown in the page
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_page", "index.html")
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -222,12 +223,11 @@ class DemoSession:
                 estimate=round(estimate, 1) if estimate else None, result=job.result, error=job.error)
 
   def _run(self, job: Job) -> None:
-    from kinemask_jax import pipeline
     job.started = time.time()
     try:
       job.result = self._generate(job)
       job.stage = "done"
-    except (InputError, pipeline.InputError) as e:
+    except InputError as e:
       job.error, job.stage = str(e), "error"
     except Exception as e:  # the server keeps serving; the page shows what happened
       job.error, job.stage = f"server error: {type(e).__name__}: {e}", "error"
@@ -291,18 +291,11 @@ class DemoSession:
                 pushed=[names[k] for k in pushes])
 
 
-class InputError(ValueError):
-  """A request the demo cannot serve; shown in the page."""
-
-
 def make_app(session: DemoSession):
   """The FastAPI app of a session: the page, its JSON API and the generated files."""
-  from kinemask_jax import pipeline
-
   app = FastAPI(title="KineMask demo", docs_url=None, redoc_url=None)
 
   @app.exception_handler(InputError)
-  @app.exception_handler(pipeline.InputError)
   async def _bad_input(request: Request, e: Exception):
     return JSONResponse({"error": str(e)}, status_code=400)
 

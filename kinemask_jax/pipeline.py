@@ -17,7 +17,6 @@ comes out at the model's size.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -29,10 +28,7 @@ import numpy as np
 from flax import nnx
 
 from kinemask_jax import checkpoint as ckpt_lib, conditioning, diffusion, step as step_lib, text
-
-
-class InputError(ValueError):
-  """An argument of the sampling API that cannot be used; the message names it."""
+from kinemask_jax.units import InputError, Units
 
 
 class CheckpointError(RuntimeError):
@@ -114,11 +110,58 @@ def _load_describer(describer: str | None, config):
   return predictor
 
 
-class KineMaskPipeline:
-  """A trained KineMask video model (its EMA weights) ready to sample; see the module docstring."""
+def _pretrained_dir(name: str) -> str:
+  available = pretrained_names()
+  if name not in available:
+    raise CheckpointError(f"pretrained {name!r}: no such weights; shipped: {available}")
+  return os.path.join(PRETRAINED_DIR, name)
+
+
+def _weights_config(directory: str):
+  """(config, metadata) of a weights folder (kinemask_jax.weights), its layout checked."""
+  from kinemask_jax import weights
+  try:
+    meta = weights.read_config(directory)
+  except weights.WeightsError as e:
+    raise CheckpointError(str(e)) from e
+  check_model_layout(meta["config"], directory)
+  return _config_from_json(meta["config"]), meta
+
+
+def _checkpoint_config(workdir: str, step: int | None):
+  """(config, Checkpoints, step) of a training workdir's latest (or given) checkpoint, checked to be a video
+  model of this version's layout."""
+  if not os.path.isdir(workdir):
+    raise CheckpointError(f"workdir {workdir!r}: no such directory (expected a kinemask_jax.train workdir)")
+  try:
+    ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
+    stored, step = ckpts.restore_config(step)
+  except FileNotFoundError as e:
+    raise CheckpointError(f"workdir {workdir!r}: {e}") from e
+  except (ValueError, KeyError) as e:
+    raise CheckpointError(f"workdir {workdir!r}: cannot read the config of checkpoint {step}: {e}") from e
+  missing = [k for k in ("model", "data", "diffusion", "conditioning") if k not in stored]
+  if missing or "control" not in stored.get("model", {}):
+    raise CheckpointError(f"workdir {workdir!r}: not a KineMask video-model checkpoint (its config lacks "
+                          f"{missing or ['model.control']})")
+  check_model_layout(stored, f"workdir {workdir!r}")
+  return _config_from_json(stored), ckpts, step
+
+
+def model_config(pretrained: str | None = None, workdir: str | None = None, step: int | None = None):
+  """The config of shipped weights (`pretrained`) or of a workdir's checkpoint, read without the weights:
+  what a command checks its inputs against (`units.Units(config)`) before loading anything heavy."""
+  if pretrained is not None:
+    return _weights_config(_pretrained_dir(pretrained))[0]
+  return _checkpoint_config(workdir, step)[0]
+
+
+class KineMaskPipeline(Units):
+  """A trained KineMask video model (its EMA weights) ready to sample; see the module docstring. Its units
+  (video_shape, fps, velocity_from_arrow, check_velocity, ...) are those of kinemask_jax.units.Units."""
 
   def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None, describer=None):
-    self.config = config
+    super().__init__(config)
     self.step = step
     self.describer = describer  # a kinemask_jax.describe.OutcomePredictor for prompt="auto", or None
     self._trainer = step_lib.Trainer(config)
@@ -130,22 +173,14 @@ class KineMaskPipeline:
   def from_pretrained(cls, name: str, describer: str | None = None) -> "KineMaskPipeline":
     """The weights shipped in this repository (kinemask_jax/pretrained/NAME): "tiny" (8x32x32, trained on a
     2-core CPU) or "small" (16x64x64, trained on one GPU). See `from_weights`."""
-    available = pretrained_names()
-    if name not in available:
-      raise CheckpointError(f"pretrained {name!r}: no such weights; shipped: {available}")
-    return cls.from_weights(os.path.join(PRETRAINED_DIR, name), describer)
+    return cls.from_weights(_pretrained_dir(name), describer)
 
   @classmethod
   def from_weights(cls, directory: str, describer: str | None = None) -> "KineMaskPipeline":
     """Loads a weights folder written by kinemask_jax.weights.save (config.json and EMA shards). Weights
     exported in bfloat16 compute in float32 on a CPU (bf16 matrix products are slow there)."""
     from kinemask_jax import weights
-    try:
-      meta = weights.read_config(directory)
-    except weights.WeightsError as e:
-      raise CheckpointError(str(e)) from e
-    check_model_layout(meta["config"], directory)
-    config = _config_from_json(meta["config"])
+    config, meta = _weights_config(directory)
     if jax.default_backend() == "cpu":
       config.model.dtype = "float32"
     template = jax.eval_shape(lambda: step_lib.Trainer(config)._init(0))
@@ -160,21 +195,7 @@ class KineMaskPipeline:
                       ) -> "KineMaskPipeline":
     """Loads the EMA weights of the latest (or the given) checkpoint of a training workdir, and the outcome
     predictor of the workdir `describer` (kinemask_jax.describe) that writes prompt="auto" descriptions."""
-    if not os.path.isdir(workdir):
-      raise CheckpointError(f"workdir {workdir!r}: no such directory (expected a kinemask_jax.train workdir)")
-    try:
-      ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
-      stored, step = ckpts.restore_config(step)
-    except FileNotFoundError as e:
-      raise CheckpointError(f"workdir {workdir!r}: {e}") from e
-    except (ValueError, KeyError) as e:
-      raise CheckpointError(f"workdir {workdir!r}: cannot read the config of checkpoint {step}: {e}") from e
-    missing = [k for k in ("model", "data", "diffusion", "conditioning") if k not in stored]
-    if missing or "control" not in stored.get("model", {}):
-      raise CheckpointError(f"workdir {workdir!r}: not a KineMask video-model checkpoint (its config lacks "
-                            f"{missing or ['model.control']})")
-    check_model_layout(stored, f"workdir {workdir!r}")
-    config = _config_from_json(stored)
+    config, ckpts, step = _checkpoint_config(workdir, step)
     trainer = step_lib.Trainer(config)
     template = jax.eval_shape(lambda: trainer._init(0))
     try:
@@ -183,50 +204,6 @@ class KineMaskPipeline:
       raise CheckpointError(f"workdir {workdir!r}: checkpoint {step} does not match the model its config "
                             f"describes: {type(e).__name__}: {e}") from e
     return cls(config, state.ema, state.frozen, step, _load_describer(describer, config))
-
-  # -- shapes and units -------------------------------------------------------------------------------
-  @property
-  def video_shape(self) -> tuple[int, int, int, int]:
-    """(T, H, W, 3) of the generated videos."""
-    d = self.config.data
-    return (d.num_frames, d.height, d.width, 3)
-
-  @property
-  def fps(self) -> float:
-    return float(self.config.data.fps)
-
-  def _nominal_camera(self) -> tuple[float, float, float]:
-    """(focal length px, object depth m, elevation rad): the middle of the data engine's camera ranges."""
-    s = self.config.data.scene
-    focal = (self.config.data.width / 2) / math.tan(math.radians(s.camera_fov_deg) / 2)
-    return focal, float(np.mean(s.camera_distance_m)), math.radians(float(np.mean(s.camera_elevation_deg)))
-
-  def complete_velocity(self, velocity) -> np.ndarray:
-    """(right, down) or (right, down, forward) m/s -> float32 [3]; see the module docstring."""
-    v = np.asarray(velocity, np.float64).reshape(-1)
-    if v.size == 2:
-      _, _, elevation = self._nominal_camera()
-      v = np.array([v[0], v[1], -v[1] / math.tan(elevation)])  # on the table: further away = up the image
-    return v.astype(np.float32)
-
-  def velocity_from_arrow(self, start_xy, end_xy, image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """A camera-frame velocity float32 [3] (m/s) from an arrow drawn on the image.
-
-    The arrow goes from the object (start_xy, pixels) to where it would be one second later if nothing
-    stopped it (end_xy). image_size (H, W) is the size of the image the arrow was drawn on (default: the
-    model's). Approximate: it assumes the object at the typical camera distance and moving on the table.
-    """
-    h, w = image_size or self.video_shape[1:3]
-    focal, depth, _ = self._nominal_camera()
-    dx = (end_xy[0] - start_xy[0]) * self.config.data.width / w
-    dy = (end_xy[1] - start_xy[1]) * self.config.data.height / h
-    return self.complete_velocity((dx * depth / focal, dy * depth / focal))
-
-  def arrow_from_velocity(self, velocity) -> tuple[float, float]:
-    """Inverse of `velocity_from_arrow` at the model's size: the pixel displacement (dx, dy) in one second."""
-    focal, depth, _ = self._nominal_camera()
-    v = self.complete_velocity(velocity)
-    return float(v[0] * focal / depth), float(v[1] * focal / depth)
 
   # -- validation ---------------------------------------------------------------------------------------
   def _image(self, image, name: str) -> np.ndarray:
@@ -258,25 +235,6 @@ class KineMaskPipeline:
     if not mask.any():
       raise InputError(f"{name}: the mask is empty (no pixel selects the object)")
     return mask
-
-  def check_velocity(self, velocity, name: str = "velocity") -> np.ndarray:
-    """A velocity as `generate` takes it -> float32 [3] m/s (camera frame), or InputError naming `name`
-    (not 2 or 3 finite numbers, or a component beyond the model's conditioning.v_max_mps)."""
-    try:
-      v = np.asarray(velocity, np.float64)
-    except (TypeError, ValueError) as e:
-      raise InputError(f"{name}: expected 2 or 3 numbers (m/s, camera frame), got {velocity!r}") from e
-    if v.shape not in ((2,), (3,)):
-      raise InputError(f"{name}: expected 2 (right, down) or 3 (right, down, forward) numbers in m/s, got shape "
-                       f"{v.shape}")
-    if not np.isfinite(v).all():
-      raise InputError(f"{name}: must be finite, got {v.tolist()}")
-    v = self.complete_velocity(v)
-    v_max = self.config.conditioning.v_max_mps
-    if np.abs(v).max() > v_max * (1 + 1e-6):
-      raise InputError(f"{name}: {[round(float(x), 3) for x in v]} m/s has a component beyond the model's range of "
-                       f"+-{v_max} m/s (conditioning.v_max_mps; the mask would clip it)")
-    return v
 
   def _resize(self, image: np.ndarray, masks: list[np.ndarray], name: str):
     h, w = self.video_shape[1:3]

@@ -60,6 +60,7 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
         describer: str | None = None, pretrained: str | None = None):
   """The command's work (flags as arguments); returns the GenerationResult."""
   from kinemask_jax import media, pipeline
+  from kinemask_jax.units import Units
   # Every flag is checked before the weights load.
   if (workdir is None) == (pretrained is None):
     raise cli.UsageError("give exactly one of --workdir and --pretrained")
@@ -89,14 +90,19 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
       mask = pipeline.mask_from_point(image, int(x), int(y))
     except pipeline.InputError as e:
       raise cli.UsageError(f"--point={point}: {e}")
+  units = Units(pipeline.model_config(pretrained, workdir, step))  # the config alone: no weights yet
+  if arrow_px is not None:
+    ys, xs = np.nonzero(mask)
+    start = (xs.mean(), ys.mean())
+    vel = units.velocity_from_arrow(start, (start[0] + arrow_px[0], start[1] + arrow_px[1]), image.shape[:2])
+  try:
+    units.check_velocity(vel)
+  except pipeline.InputError as e:
+    raise cli.UsageError(f"--{'arrow' if arrow_px is not None else 'velocity'}: {e}")
   if pretrained is not None:
     pipe = pipeline.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
   else:
     pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
-  if arrow_px is not None:
-    ys, xs = np.nonzero(mask)
-    start = (xs.mean(), ys.mean())
-    vel = pipe.velocity_from_arrow(start, (start[0] + arrow_px[0], start[1] + arrow_px[1]), image.shape[:2])
   print(f"checkpoint step {pipe.step}; object of {int(mask.sum())} pixels; velocity "
         f"{[round(float(x), 3) for x in pipe.complete_velocity(vel)]} m/s (camera frame)", flush=True)
   result = pipe.generate(image, mask, vel, prompt=prompt or None, num_steps=num_steps, seed=seed)
