@@ -80,6 +80,6 @@ class Units:
     v = self.complete_velocity(v)
     v_max = self.config.conditioning.v_max_mps
     if np.abs(v).max() > v_max * (1 + 1e-6):
-      raise InputError(f"{name}: {[round(float(x), 3) for x in v]} m/s has a component beyond the model's range of "
+      raise InputError(f"{name}: {[round(float(x), 3) + 0.0 for x in v]} m/s has a component beyond the model's range of "
                        f"+-{v_max} m/s (conditioning.v_max_mps; the mask would clip it)")
     return v
