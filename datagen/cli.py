@@ -44,26 +44,40 @@ def _one_line(e: BaseException) -> str:
   return " ".join(text.split())
 
 
+def _flag_error(e: BaseException, argv) -> None:
+  """Ends a run whose flags could not be read: one line, exit 2 (the traceback with --debug)."""
+  if any(a.split("=")[0] in ("--debug", "-debug") for a in argv[1:]):
+    raise e
+  if isinstance(e, flags.Error):
+    message = _one_line(e)
+  else:  # ml_collections reports an override of a field the config does not have as AttributeError/KeyError
+    name = _one_line(e).strip("\"'")
+    culprits = [a for a in argv[1:] if a.startswith("--") and "." in a.split("=")[0] and name in a.split("=")[0]]
+    message = (f"{culprits[0] if culprits else 'a config override'}: the config has no field {name!r}"
+               if isinstance(e, (AttributeError, KeyError)) else f"a config override: {_one_line(e)}")
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(USAGE_EXIT)
+
+
+FLAG_ERRORS = (flags.Error, AttributeError, KeyError, TypeError, ValueError)
+
+
 def _parse(argv):
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections reports an override of a field the config does not have as AttributeError/KeyError.
-    if isinstance(e, flags.Error):
-      message = _one_line(e)
-    else:
-      name = _one_line(e).strip("\"'")
-      culprits = [a for a in argv[1:] if a.startswith("--") and "." in a.split("=")[0] and name in a.split("=")[0]]
-      message = (f"{culprits[0] if culprits else 'a config override'}: the config has no field {name!r}"
-                 if isinstance(e, (AttributeError, KeyError)) else f"a config override: {_one_line(e)}")
-    if "debug" in argv or "--debug" in argv:
-      raise
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(USAGE_EXIT)
+  except FLAG_ERRORS as e:
+    _flag_error(e, argv)
 
 
-def run(main, expected: tuple[type[BaseException], ...] = ()) -> None:
-  """Parses the flags and runs `main(argv)` with the conventions of the module docstring."""
+def run(main, expected: tuple[type[BaseException], ...] = (), define=None) -> None:
+  """Defines the flags (`define()`, if given), parses them and runs `main(argv)` with the conventions of the
+  module docstring. Config-file flags read their default file and its overrides as they are defined, so
+  they are defined here, where a bad override also ends with one line."""
+  if define is not None:
+    try:
+      define()
+    except FLAG_ERRORS as e:
+      _flag_error(e, sys.argv)
   if "debug" not in flags.FLAGS:
     flags.DEFINE_boolean("debug", False, "Show the Python traceback of an error instead of its one line.")
 

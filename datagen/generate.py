@@ -167,5 +167,4 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  _define_flags()
-  cli.run(main, expected=(DatasetMismatch, DatasetBusy))
+  cli.run(main, expected=(DatasetMismatch, DatasetBusy), define=_define_flags)

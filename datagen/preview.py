@@ -101,5 +101,4 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  _define_flags()
-  cli.run(main, expected=(FileNotFoundError,))
+  cli.run(main, expected=(FileNotFoundError,), define=_define_flags)

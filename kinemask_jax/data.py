@@ -28,6 +28,21 @@ def dataset_path(config) -> str:
   return generate.dataset_dir(config.data_dir, config.data.name)
 
 
+def validate_config(config) -> None:
+  """Raises cli.ConfigError naming the first field of what a config reads data with (its `data` section,
+  num_train, data_backend, data_threads, batch_size) out of its range: the part the video model's and the
+  outcome predictor's configs share."""
+  from datagen import cli, scenes
+  require = cli.require
+  scenes.validate_config(config.data, "config.data.")
+  require(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size!r}")
+  require(config.batch_size % jax.process_count() == 0, "batch_size",
+          f"must be divisible by the {jax.process_count()} processes, got {config.batch_size}")
+  require(config.num_train >= 1, "num_train", f"must be >= 1, got {config.num_train!r}")
+  require(config.data_backend in ("", "c", "mjx"), "data_backend", f"must be '', 'c' or 'mjx', got {config.data_backend!r}")
+  require(config.data_threads >= 1, "data_threads", f"must be >= 1, got {config.data_threads!r}")
+
+
 def ensure_dataset(config, wait_s: float = 3600.0, asker: str = "the training config") -> str:
   """The dataset's directory; generated first (process 0, with progress bars, saying so) when it does not exist.
 

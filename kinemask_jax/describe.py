@@ -221,11 +221,10 @@ def validate_config(config) -> None:
   """Raises cli.ConfigError naming the first field of a predictor config out of its range (before any work)."""
   from datagen import cli
   require = cli.require
-  scenes.validate_config(config.data, "config.data.")
-  for field in ("batch_size", "num_train", "data_threads", "predictor.hidden", "predictor.max_rank", "train.steps",
-                "train.log_every", "train.checkpoint_every", "train.keep_checkpoints"):
+  data.validate_config(config)
+  for field in ("predictor.hidden", "predictor.max_rank", "train.steps", "train.log_every", "train.checkpoint_every",
+                "train.keep_checkpoints"):
     require(int(config[field]) >= 1, field, f"must be >= 1, got {config[field]!r}")
-  require(config.data_backend in ("", "c", "mjx"), "data_backend", f"must be '', 'c' or 'mjx', got {config.data_backend!r}")
   require(len(config.predictor.loss_weights) == 4, "predictor.loss_weights",
           f"expected 4 weights (hit order, hit fate, shape, mover fate), got {config.predictor.loss_weights!r}")
   require(config.optim.learning_rate > 0, "optim.learning_rate", f"must be > 0, got {config.optim.learning_rate!r}")
@@ -407,6 +406,5 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
   from datagen import cli, generate as _generate
-  cli.run(main, expected=(_generate.DatasetMismatch, _generate.DatasetBusy))
+  cli.run(main, expected=(_generate.DatasetMismatch, _generate.DatasetBusy), define=_define_flags)

@@ -291,6 +291,7 @@ def score(eval_config, pipe, examples: list[dict], out_dir: str, model_name: str
           ) -> dict:
   """Scores the model of `pipe`, its ablations (`extra`: name -> pipeline, besides the config's) and the
   baselines on `examples` (dataset examples as numpy dicts); writes out_dir/report.md and out_dir/eval/."""
+  validate_config(eval_config)
   start = time.time()
   threshold = eval_config.move_threshold_frac * pipe.video_shape[2]
   speeds = tuple(eval_config.causality.speeds_mps)
@@ -456,7 +457,6 @@ def main(argv) -> None:
     if _NUM.value < 1:
       raise cli.UsageError(f"--num: must be >= 1, got {_NUM.value}")
     config.num = _NUM.value
-  validate_config(config)
   out = evaluate(config, _WORKDIR.value, _OUT.value, _PRETRAINED.value)
   print(table(out["results"]))
   print(f"wrote {os.path.join(_OUT.value or _WORKDIR.value, 'report.md')}", flush=True)
@@ -473,7 +473,7 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
   from kinemask_jax import pipeline as _pipeline
   from datagen import generate as _generate
-  cli.run(main, expected=(_pipeline.CheckpointError, _pipeline.InputError, DatasetMissing, _generate.DatasetMismatch))
+  cli.run(main, expected=(_pipeline.CheckpointError, _pipeline.InputError, DatasetMissing, _generate.DatasetMismatch),
+          define=_define_flags)

@@ -245,5 +245,4 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
-  cli.run(main)
+  cli.run(main, define=_define_flags)

@@ -74,10 +74,6 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
     raise cli.UsageError(f"--num_steps: must be >= 1, got {num_steps}")
   arrow_px = _numbers("arrow", arrow, (2,)) if arrow is not None else None
   vel = _numbers("velocity", velocity, (2, 3)) if velocity is not None else None
-  strip_path = strip_path or os.path.splitext(out)[0] + ".png"
-  for flag, path in (("out", out), ("mp4", mp4), ("strip", strip_path)):
-    if path:
-      _writable(flag, path)
   image = _read_image(image_path, "image")
   if image.ndim != 3 or image.shape[-1] not in (3, 4):
     raise cli.UsageError(f"--image={image_path}: expected an RGB image, got shape {image.shape}")
@@ -90,6 +86,10 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
       mask = pipeline.mask_from_point(image, int(x), int(y))
     except pipeline.InputError as e:
       raise cli.UsageError(f"--point={point}: {e}")
+  strip_path = strip_path or os.path.splitext(out)[0] + ".png"
+  for flag, path in (("out", out), ("mp4", mp4), ("strip", strip_path)):  # after the inputs: a bad one makes no folder
+    if path:
+      _writable(flag, path)
   units = Units(pipeline.model_config(pretrained, workdir, step))  # the config alone: no weights yet
   if arrow_px is not None:
     ys, xs = np.nonzero(mask)
@@ -161,6 +161,5 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  _define_flags()
   from kinemask_jax import pipeline as _pipeline
-  cli.run(main, expected=(_pipeline.InputError, _pipeline.CheckpointError))
+  cli.run(main, expected=(_pipeline.InputError, _pipeline.CheckpointError), define=_define_flags)

@@ -88,19 +88,12 @@ def _sampler(config, trainer: step_lib.Trainer):
 def validate_config(config) -> None:
   """Raises cli.ConfigError naming the first field of a training config out of its range (data, model,
   diffusion, optimizer, curriculum, training loop): called before any data, folder or device work."""
-  from datagen import scenes
   from kinemask_jax.model import dit
   require = cli.require
   require(config.stage in (1, 2), "stage", f"must be 1 or 2, got {config.stage!r}")
-  scenes.validate_config(config.data, "config.data.")
+  data.validate_config(config)
   d = config.data
   dit.check_config(config.model, (d.num_frames, d.height, d.width))
-  require(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size!r}")
-  require(config.batch_size % jax.process_count() == 0, "batch_size",
-          f"must be divisible by the {jax.process_count()} processes, got {config.batch_size}")
-  require(config.num_train >= 1, "num_train", f"must be >= 1, got {config.num_train!r}")
-  require(config.data_backend in ("", "c", "mjx"), "data_backend", f"must be '', 'c' or 'mjx', got {config.data_backend!r}")
-  require(config.data_threads >= 1, "data_threads", f"must be >= 1, got {config.data_threads!r}")
   t = config.train
   for field, low in (("steps", 1), ("stage1_steps", 0), ("log_every", 1), ("checkpoint_every", 1),
                      ("keep_checkpoints", 1), ("sample_every", 0), ("num_samples", 1), ("sample_steps", 1)):
@@ -280,6 +273,5 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-  _define_flags()
   from datagen import generate as _generate
-  cli.run(main, expected=(TrainingError, _generate.DatasetMismatch, _generate.DatasetBusy))
+  cli.run(main, expected=(TrainingError, _generate.DatasetMismatch, _generate.DatasetBusy), define=_define_flags)
