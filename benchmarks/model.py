@@ -21,7 +21,8 @@ import numpy as np
 from flax import nnx
 
 from configs import model as model_configs
-from kinemask_jax import conditioning, diffusion, step as step_lib, text
+from kinemask_jax.model import conditioning, diffusion, text
+from kinemask_jax.training import video
 from kinemask_jax.model import cost
 
 # Dense bf16 datasheet peaks (TFLOP/s), by a substring of jax's device kind.
@@ -65,9 +66,9 @@ def bench(size: str, batch: int | None, dtype: str, remat: bool, repeats: int, a
   config.model.attention = attention
   on_cpu = jax.default_backend() == "cpu"
   batch = batch or (CPU_BATCH.get(size, config.batch_size) if on_cpu else config.batch_size)
-  info = cost.describe(config)
+  info = cost.size_summary(config)
   fwd = cost.forward_flops(config.model, config.data.num_frames, config.data.height, config.data.width)
-  trainer = step_lib.Trainer(config)
+  trainer = video.trainer(config)
   state = trainer.init(0)
   data = synthetic_batch(config, batch)
   step = trainer.jit_step(state, data)

@@ -21,18 +21,19 @@ import jax
 import numpy as np
 
 from configs import model as model_configs
-from kinemask_jax import pipeline, step as step_lib
+from kinemask_jax.sampling import api
+from kinemask_jax.training import video
 
 
-def make_pipeline(size: str, dtype: str | None) -> pipeline.KineMaskPipeline:
+def make_pipeline(size: str, dtype: str | None) -> api.KineMaskPipeline:
   config = model_configs.get_config(size)
   if dtype:
     config.model.dtype = dtype
-  state = step_lib.Trainer(config).init(0)
-  return pipeline.KineMaskPipeline(config, state.ema, state.frozen)
+  state = video.trainer(config).init(0)
+  return api.KineMaskPipeline(config, state.ema, state.frozen)
 
 
-def inputs(pipe: pipeline.KineMaskPipeline, batch: int):
+def inputs(pipe: api.KineMaskPipeline, batch: int):
   _, h, w, _ = pipe.video_shape
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -6,19 +6,26 @@ Every number the data engine uses lives here. Override any field on the command 
 
 import ml_collections
 
-# (num_frames, height, width, scenes per engine batch)
+# (num_frames, height, width, scenes per engine batch, train examples of the size's dataset)
 _SIZES = {
-    "tiny": (8, 32, 32, 64),
-    "small": (16, 64, 64, 64),
-    "base": (24, 128, 128, 16),
+    "tiny": (8, 32, 32, 64, 2048),
+    "small": (16, 64, 64, 64, 16384),
+    "base": (24, 128, 128, 16, 8192),
 }
+SIZES = tuple(_SIZES)
+
+
+def num_train(arg: str) -> int:
+  """Train examples of the size's dataset: what a training run generates when it is missing, and what
+  `tfds build` makes (datagen/kinemask_synth.py's registered configs)."""
+  return _SIZES[arg][4]
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   """Returns the data config for size `arg` (tiny 8x32x32, small 16x64x64, base 24x128x128)."""
   if arg not in _SIZES:
     raise ValueError(f"configs/data.py: unknown size {arg!r}; expected one of {sorted(_SIZES)}")
-  num_frames, height, width, batch = _SIZES[arg]
+  num_frames, height, width, batch, _ = _SIZES[arg]
   c = ml_collections.ConfigDict()
   c.name = arg
   c.num_frames = num_frames

@@ -1,7 +1,7 @@
 """Evaluation config: `python -m kinemask_jax.evaluate --workdir=W --num=N [--config=configs/evaluate.py]`.
 
 Scores the model of W, its ablations and the baselines on the held-out split with only frame 0's velocity
-mask given (../shared/DESIGN.md, "Evaluation protocol"). Any field can be overridden on the command line,
+mask given (README, "Evaluate"; the metrics: kinemask_jax/evaluation/metrics.py). Any field can be overridden on the command line,
 e.g. `--config.ablations.no_velocity=runs/no_velocity --config.causality.num=16`.
 """
 
@@ -17,7 +17,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.num_steps = 0  # sampler steps; 0: the checkpoint's config
   c.seed = 0
   c.prompt = "caption"  # the model's text: "caption" (the example's own), "auto" (the describer's), "none"
-  c.describer = ""  # outcome-predictor workdir (kinemask_jax.describe) for prompt="auto"
+  c.describer = ""  # outcome-predictor workdir (kinemask_jax.train_outcome) for prompt="auto"
   c.data_dir = ""  # dataset root; empty: the checkpoint's config.data_dir
   c.in_memory = False  # make the split's examples with the data engine instead of reading a dataset
   c.generate_missing = False  # generate a missing dataset first (saying so); False: refuse

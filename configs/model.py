@@ -14,7 +14,8 @@ build on these. `python -m kinemask_jax.model_info` prints every size's paramete
 import ml_collections
 
 from configs import data as data_configs
-from kinemask_jax import text
+from datagen import captions
+from kinemask_jax.model import text
 
 # data size, patch, width, depth, heads, n_control, text (width, depth, heads), batch size
 _SIZES = {
@@ -39,6 +40,7 @@ SHARDING_RULES = (
 
 
 SIZES = tuple(_SIZES)
+V_MAX_MPS = 2.0  # speed shown as full intensity in a velocity mask (the video model's and the outcome predictor's)
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
@@ -58,7 +60,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.heads = heads
   m.mlp_ratio = 4.0
   m.attention = "full"  # or "factorised": blocks alternate spatial and temporal attention
-  # Conditioning layout (kinemask_jax/conditioning.py). Frame 0 is always given, never generated.
+  # Conditioning layout (kinemask_jax/model/conditioning.py). Frame 0 is always given, never generated.
   m.first_frame = "all"  # the first frame concatenated to every frame's input ("frame0": to frame 0 only)
   m.output = "delta"  # the network predicts the change from the first frame ("video": the frame itself)
   m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
@@ -73,13 +75,14 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.dtype = "bfloat16" if arg in ("base", "large") else "float32"
   m.remat = False  # recompute each block's activations in the backward pass
   m.attention_impl = "auto"  # cuDNN flash attention on GPU in bf16, else XLA
-  # The vocabulary belongs to the checkpoint (the embedding's rows): it is stored with the config, so a
-  # checkpoint keeps reading its own words when the caption grammar changes.
+  # The vocabulary belongs to the checkpoint (the embedding's rows): a new model's is every word of the
+  # caption grammar (datagen/captions.py); it is stored with the config, so a checkpoint keeps reading its own
+  # words when the grammar changes (kinemask_jax/store/models.py says so when they differ).
   m.text = ml_collections.ConfigDict(dict(width=tw, depth=td, heads=th, max_len=64,
-                                          vocabulary=text.caption_vocabulary()))
+                                          vocabulary=text.vocabulary(captions.phrases())))
 
   c.conditioning = ml_collections.ConfigDict()
-  c.conditioning.v_max_mps = 2.0  # speed shown as full intensity in the velocity mask
+  c.conditioning.v_max_mps = V_MAX_MPS
 
   d = c.diffusion = ml_collections.ConfigDict()
   d.time_mean = 0.0  # logit-normal training times

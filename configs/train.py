@@ -5,20 +5,21 @@ Not a config file of its own: `python -m kinemask_jax.train --config=configs/sta
 
 import ml_collections
 
+from configs import data as data_configs
 from configs import model as model_configs
 
-# Train examples generated when the dataset is missing, steps of stage 1 and of stage 2, global batch,
+# Steps of stage 1 and of stage 2, global batch,
 # checkpoint and sample periods, stage 2's anneal. tiny is the recipe measured on a 2-core CPU (README, "The
 # model learns"): about 45 minutes for both stages there. small is for an accelerator (one H200 trained it
 # for 6 minutes at batch 64). base and large batches are what fits one 80 GB H100 in bf16 without remat.
 _SIZES = {
-    "tiny": dict(num_train=2048, steps=(4000, 9000), batch=8, checkpoint_every=1000, sample_every=0,
+    "tiny": dict(steps=(4000, 9000), batch=8, checkpoint_every=1000, sample_every=0,
                  anneal_steps=3000),
-    "small": dict(num_train=16384, steps=(3000, 7000), batch=64, checkpoint_every=1000, sample_every=2000,
+    "small": dict(steps=(3000, 7000), batch=64, checkpoint_every=1000, sample_every=2000,
                   anneal_steps=2000),
-    "base": dict(num_train=8192, steps=(50_000, 50_000), batch=16, checkpoint_every=2000, sample_every=5000,
+    "base": dict(steps=(50_000, 50_000), batch=16, checkpoint_every=2000, sample_every=5000,
                  anneal_steps=20_000),
-    "large": dict(num_train=8192, steps=(100_000, 100_000), batch=8, checkpoint_every=2000, sample_every=5000,
+    "large": dict(steps=(100_000, 100_000), batch=8, checkpoint_every=2000, sample_every=5000,
                   anneal_steps=40_000),
 }
 SIZES = tuple(_SIZES)
@@ -45,7 +46,7 @@ def get_config(size: str, stage: int) -> ml_collections.ConfigDict:
   c.batch_size = s["batch"]  # global batch, split over processes and the mesh's batch axes
 
   c.data_dir = "data"  # datasets live (or are generated) here, as data_dir/kinemask_synth/<data size>/
-  c.num_train = s["num_train"]
+  c.num_train = data_configs.num_train(c.data.name)  # generated when the dataset is missing
   c.data_backend = ""  # physics backend for generation: "" (config's auto), "c" or "mjx"
   c.data_threads = 2  # grain read threads
 

@@ -1,8 +1,11 @@
-"""Captions from events and object attributes.
+"""Captions from events and object attributes: the caption grammar and its word table.
 
-`describe` turns a simulated example into a structured `Outcome` (who moves where, whom it hits and in
+`outcome_of` turns a simulated example into a structured `Outcome` (who moves where, whom it hits and in
 which order, what each hit object does); `render_caption` writes it as text with a template and synonyms
-picked by the example's seed, so the text encoder does not learn one sentence pattern.
+picked by the example's seed, so the text encoder does not learn one sentence pattern; `parse_caption` reads
+it back. Every phrase a caption can say is in one place, `PHRASES` (objects are named by the palette's
+colour names, datagen/palette.py, and the shape table's nouns and verbs, datagen/shapes.py); `phrases()`
+lists them all, which is what a new model's vocabulary is made from (configs/model.py).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import re
 
 import numpy as np
 
+from datagen import palette
 from datagen import scenes as scenes_lib
+from datagen import shapes as shapes_lib
 from datagen import truth as truth_lib
 
-SHAPE_NOUNS = {scenes_lib.BOX: ("cube", "block"), scenes_lib.SPHERE: ("ball", "sphere"),
-               scenes_lib.CYLINDER: ("cylinder", "cylinder")}
 # Fate of a hit object, each with synonyms.
 FATES = {
     "falls": ("falls off the table", "drops off the edge of the table"),
@@ -26,8 +29,6 @@ FATES = {
     "slides": ("slides away", "is pushed away"),
     "stops": ("barely moves", "stays almost still"),
 }
-MOVE_VERBS = {scenes_lib.BOX: ("slides", "moves"), scenes_lib.SPHERE: ("rolls", "moves"),
-              scenes_lib.CYLINDER: ("slides", "moves")}
 # Image-plane direction names, counter-clockwise from "right" in the (right, away) plane.
 DIRECTIONS = ("to the right", "away and to the right", "away from the camera", "away and to the left",
               "to the left", "towards the camera and to the left", "towards the camera",
@@ -53,15 +54,16 @@ def direction_name(velocity_cam: np.ndarray) -> str:
 def _fate(scene, quat, velocity, fell, k) -> str:
   if fell[k] >= 0:
     return "falls"
-  if scene.shape[k] != scenes_lib.SPHERE and truth_lib.tilt_deg(quat[:, k]).max() > truth_lib.TOPPLE_TILT_DEG:
+  rolls = shapes_lib.by_id(scene.shape[k]).rolls
+  if not rolls and truth_lib.tilt_deg(quat[:, k]).max() > truth_lib.TOPPLE_TILT_DEG:
     return "topples"
   moved = np.linalg.norm(velocity[:, k, :2], axis=-1).max() > 2 * truth_lib.STOP_SPEED_MPS
   if not moved:
     return "stops"
-  return "rolls" if scene.shape[k] == scenes_lib.SPHERE else "slides"
+  return "rolls" if rolls else "slides"
 
 
-def describe(scene: scenes_lib.Scene, quat: np.ndarray, velocity: np.ndarray, collisions: np.ndarray,
+def outcome_of(scene: scenes_lib.Scene, quat: np.ndarray, velocity: np.ndarray, collisions: np.ndarray,
              fell: np.ndarray, velocity_cam: np.ndarray) -> Outcome:
   """Structured outcome of one example (quat/velocity [T,N,...], collisions [E,3], fell [N])."""
   mover = int(np.flatnonzero(scene.moving_at_start)[0])
@@ -98,18 +100,31 @@ _WORD = re.compile(r"[a-z]+|[.,]")
 
 
 def words(text: str) -> list[str]:
-  """Lower-case words and the punctuation marks `.` and `,` of `text`, in order (the tokenizer's split)."""
+  """Lower-case words and the punctuation marks `.` and `,` of `text`, in order (how the parser reads)."""
   return _WORD.findall(text.lower())
 
 
-def caption_words() -> set[str]:
-  """Every word a caption can contain (with the palette's colour names)."""
-  phrases = [TEMPLATE_WORDS, *DIRECTIONS, *HIT_VERBS, *NEXT_HIT_VERBS, *(name for name, _ in scenes_lib.PALETTE)]
-  for table in (SHAPE_NOUNS, FATES, MOVE_VERBS, MOVER_FATES, ALONE_FATES):
-    for options in table.values():
-      phrases.extend(options)
-  phrases.append("hits nothing")
-  return {w for p in phrases for w in words(p)}
+# The word table: every phrase group a caption is made of (the synonym tables above, the fixed phrases).
+PHRASES = {
+    "templates": (TEMPLATE_WORDS, "hits nothing"),
+    "directions": DIRECTIONS,
+    "hit verbs": HIT_VERBS + NEXT_HIT_VERBS,
+    "fates": FATES,
+    "mover fates": MOVER_FATES,
+    "alone fates": ALONE_FATES,
+}
+
+
+def phrases() -> list[str]:
+  """Every phrase a caption can contain: the word table's, the palette's colour names and the shape table's
+  nouns and verbs."""
+  out = list(palette.NAMES)
+  for group in PHRASES.values():
+    for entry in (group.values() if isinstance(group, dict) else (group,)):
+      out.extend(entry)
+  for shape in shapes_lib.SHAPES.values():
+    out.extend(shape.nouns + shape.verbs)
+  return out
 
 
 def _noun(scene, k, rng, article: str) -> str:
@@ -117,7 +132,7 @@ def _noun(scene, k, rng, article: str) -> str:
   name = scene.color_name[k]
   if article == "a" and name[0] in "aeiou":
     article = "an"
-  return f"{article} {name} {SHAPE_NOUNS[int(scene.shape[k])][rng.integers(2)]}"
+  return f"{article} {name} {shapes_lib.by_id(scene.shape[k]).nouns[rng.integers(2)]}"
 
 
 def render_caption(outcome: Outcome, scene: scenes_lib.Scene, rng: np.random.Generator) -> str:
@@ -125,7 +140,7 @@ def render_caption(outcome: Outcome, scene: scenes_lib.Scene, rng: np.random.Gen
   "A red cube slides to the left and hits a blue cylinder, which topples over. The red cube comes to a stop."
   Every field of the outcome is said, so `parse_caption` recovers it."""
   pick = lambda options: options[rng.integers(len(options))]
-  verb = pick(MOVE_VERBS[int(scene.shape[outcome.mover])])
+  verb = pick(shapes_lib.by_id(scene.shape[outcome.mover]).verbs)
   template = int(rng.integers(TEMPLATES))
   article = "a" if template == 0 else "the"
   mover = _noun(scene, outcome.mover, rng, article)
@@ -145,7 +160,7 @@ def render_caption(outcome: Outcome, scene: scenes_lib.Scene, rng: np.random.Gen
     clauses.append(f"{hit} {_noun(scene, k, rng, article)}, which {pick(FATES[fate])}")
   joiner = " " if template == 2 else " and "
   colour = scene.color_name[outcome.mover]
-  tail = f" The {colour} {SHAPE_NOUNS[int(scene.shape[outcome.mover])][0]} {pick(MOVER_FATES[outcome.mover_fate])}."
+  tail = f" The {colour} {shapes_lib.by_id(scene.shape[outcome.mover]).nouns[0]} {pick(MOVER_FATES[outcome.mover_fate])}."
   return head + joiner + ", and ".join(clauses) + "." + tail
 
 

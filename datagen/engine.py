@@ -74,7 +74,7 @@ def to_example(scene, traj, b, rgb, ids, depth, cfg, silhouettes=None) -> dict:
   """One example of the data contract from scene `b` of a rollout and its render (silhouettes: its
   (centroid [T,N,2], count [T,N]) when the renderer computed them, else computed here)."""
   t = truth_lib.example_truth(scene, traj, b, ids, silhouettes)
-  outcome = captions.describe(scene, traj.quat[b], traj.velocity[b], t["collisions"], t["fell"],
+  outcome = captions.outcome_of(scene, traj.quat[b], traj.velocity[b], t["collisions"], t["fell"],
                               t["velocity_cam"])
   caption = captions.render_caption(outcome, scene, np.random.default_rng([scene.seed, 0xCA9]))
   valid = scene.valid

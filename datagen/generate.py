@@ -143,8 +143,8 @@ def generate(cfg, out: str, num: int, backend: str | None = None) -> str:
     for stale in glob.glob(os.path.join(out, "kinemask_synth", cfg.name, "incomplete.*")):
       logging.warning("removing the leftover of an interrupted generation: %s", stale)
       shutil.rmtree(stale)
-    builder = kinemask_synth.KinemaskSynth(data_config=cfg, num_train=num, backend=backend, data_dir=out,
-                                           file_format="array_record")
+    builder = kinemask_synth.KinemaskSynth(config=kinemask_synth.KinemaskSynthConfig.of(cfg, num, backend),
+                                           data_dir=out, file_format="array_record")
     start = time.time()
     builder.download_and_prepare()
     sizes = {k: v.num_examples for k, v in builder.info.splits.items()}

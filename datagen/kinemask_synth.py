@@ -1,25 +1,41 @@
 """TFDS builder `kinemask_synth`: the data engine's videos as an array_record dataset.
 
+The generation parameters are the builder's config, as TFDS intends: a `KinemaskSynthConfig` holds the data
+config (configs/data.py), the number of train examples and the physics backend. The registered configs are
+the data sizes (tiny, small, base) with their default data config and train examples, so after
+`import datagen.kinemask_synth` TFDS's own entry points find a built dataset:
+
+  tfds.builder("kinemask_synth/tiny", data_dir=DIR)   # what `python -m datagen.generate --out=DIR` wrote
+  tfds.load("kinemask_synth/tiny", data_dir=DIR, split="test")   # tf.data (served from the array_record files)
+  tfds.data_source("kinemask_synth/tiny", data_dir=DIR, split="test")   # random access (what grain reads)
+
+`python -m datagen.generate` builds one (it passes its KinemaskSynthConfig to the builder). A dataset
+generated with an edited data config (`--config.scene.max_objects=4`) keeps its config name (the
+size); its features are those of the data config stored with it (metadata.json), so it reads back as built.
 Splits come from disjoint seed ranges (train from 0, validation from 1e9, test from 2e9): example i of a
 split is always the scene of seed SPLIT_SEED_BASE[split] + i, whatever the number of examples asked for.
-Features are plain tensors (and one text), so the dataset reads back through
+Features are plain tensors (and one text), so the dataset also reads back through
 `tfds.builder_from_directory(...).as_data_source(split)` and grain without TensorFlow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from typing import Any
 
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
+from configs import data as data_configs
 from datagen import engine
 from datagen import physics
 from datagen import scenes as scenes_lib
+from datagen import shapes as shapes_lib
 
 SPLIT_SEED_BASE = engine.SPLIT_SEED_BASE
-SHAPE_NAMES = scenes_lib.SHAPES  # `shape` feature: index into this, -1 for padding
 
 
 def features(cfg: ml_collections.ConfigDict) -> tfds.features.FeaturesDict:
@@ -62,36 +78,81 @@ def split_sizes(cfg: ml_collections.ConfigDict, num_train: int) -> dict[str, int
   return {"train": num_train, "validation": extra(cfg.validation_fraction), "test": extra(cfg.test_fraction)}
 
 
+@dataclasses.dataclass(eq=False)
+class KinemaskSynthConfig(tfds.core.BuilderConfig):
+  """What a kinemask_synth dataset is made from: the data config (its name is the config's), the number of
+  train examples (validation and test follow from the data config's fractions) and the physics backend
+  ("" for the data config's choice)."""
+  data_config: Any = None  # ml_collections.ConfigDict of configs/data.py
+  num_train: int = 0
+  backend: str = ""
+
+  @classmethod
+  def of(cls, data_config: ml_collections.ConfigDict, num_train: int, backend: str | None = None
+         ) -> "KinemaskSynthConfig":
+    return cls(name=data_config.name, description=f"{data_config.name} size, see configs/data.py",
+               data_config=data_config, num_train=num_train, backend=backend or "")
+
+
 class KinemaskSynth(tfds.core.GeneratorBasedBuilder):
   """Synthetic rigid-body interaction videos with velocity, event and caption annotations."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
-  BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=n, description=f"{n} size, see configs/data.py")
-                     for n in ("tiny", "small", "base")]
+  BUILDER_CONFIGS = [KinemaskSynthConfig.of(data_configs.get_config(n), data_configs.num_train(n))
+                     for n in data_configs.SIZES]
 
-  def __init__(self, *, data_config: ml_collections.ConfigDict, num_train: int = 0,
-               backend: str | None = None, **kwargs):
-    scenes_lib.validate_config(data_config)
-    self._data_config = data_config
-    self._sizes = split_sizes(data_config, num_train) if num_train else None
-    self._backend = backend or physics.resolve_backend(data_config)
-    super().__init__(config=data_config.name, **kwargs)
+  def __init__(self, *, file_format=None, **kwargs):
+    # array_record by default (grain and TFDS's random-access data sources read it), also under `tfds build`.
+    super().__init__(file_format=file_format or "array_record", **kwargs)
+
+  def _create_builder_config(self, builder_config, version):
+    """A KinemaskSynthConfig given as an object may share its size's name: it is a variant of that size
+    (another number of examples, an edited data config) and lands in the same folder, where the data
+    config stored with it (and datagen.generate.check_dataset) tells the variants apart. TFDS otherwise
+    refuses a custom config named like a registered one."""
+    if isinstance(builder_config, KinemaskSynthConfig):
+      return builder_config
+    return super()._create_builder_config(builder_config, version)
+
+  def _data_config(self) -> ml_collections.ConfigDict:
+    """The data config of the dataset on disk when there is one (what it was built from), else the builder
+    config's."""
+    stored = os.path.join(self.data_path, "metadata.json") if self.data_path else ""
+    if stored and os.path.exists(stored):
+      with open(stored) as f:
+        return ml_collections.ConfigDict(json.load(f)["data_config"])
+    return self.builder_config.data_config
 
   def _info(self) -> tfds.core.DatasetInfo:
-    cfg = self._data_config
+    cfg = self._data_config()
+    backend = self.builder_config.backend or physics.resolve_backend(cfg)
     return self.dataset_info_from_configs(
         features=features(cfg),
         description=__doc__,
-        metadata=tfds.core.MetadataDict(data_config=json.loads(cfg.to_json()), shape_names=list(SHAPE_NAMES),
-                                        physics_backend=self._backend),
+        metadata=tfds.core.MetadataDict(data_config=json.loads(cfg.to_json()), shape_names=list(shapes_lib.names()),
+                                        physics_backend=backend),
     )
 
-  def _split_generators(self, dl_manager):
-    if self._sizes is None:
-      raise ValueError("kinemask_synth: give num_train (examples in the train split) to generate")
-    return {split: self._generate_examples(split, num) for split, num in self._sizes.items()}
+  def _as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+    """The split as a tf.data.Dataset, for `tfds.load` and `builder.as_dataset`: TFDS reads array_record files
+    only as a random-access data source, so the examples come from that source (in order; in a seeded random
+    order with shuffle_files, seed read_config.shuffle_seed)."""
+    import tensorflow as tf
+    source = self.as_data_source(split)
+    spec = {k: tf.TensorSpec(f.shape, tf.string if isinstance(f, tfds.features.Text) else tf.as_dtype(f.np_dtype))
+            for k, f in self.info.features.items()}
+    seed = getattr(read_config, "shuffle_seed", None) or 0
+    order = np.random.default_rng(seed).permutation(len(source)) if shuffle_files else np.arange(len(source))
+    return tf.data.Dataset.from_generator(lambda: (source[int(i)] for i in order), output_signature=spec)
 
-  def _generate_examples(self, split: str, num: int):
-    for i, example in enumerate(engine.generate_split(split, num, self._data_config, self._backend)):
+  def _split_generators(self, dl_manager):
+    c = self.builder_config
+    scenes_lib.validate_config(c.data_config)
+    sizes = split_sizes(c.data_config, c.num_train)
+    backend = c.backend or physics.resolve_backend(c.data_config)
+    return {split: self._generate_examples(split, num, backend) for split, num in sizes.items()}
+
+  def _generate_examples(self, split: str, num: int, backend: str):
+    for i, example in enumerate(engine.generate_split(split, num, self.builder_config.data_config, backend)):
       yield i, example

@@ -3,23 +3,24 @@
 Two forms of the same physics:
 - `scene_xml(scene)`: one compact model per scene (only its real objects), for the MuJoCo C engine.
 - `canonical_xml(cfg)`: one model for a whole batch, for MJX, whose static structure (geom types, contact
-  pairs, mesh topology) cannot vary inside a vmap. Every object slot carries a box, a sphere and a
-  cylinder mesh; per scene, `physics.mjx_batch_model` moves the two unused geoms of each slot far above
-  the scene (geom_pos is traced) and scales the cylinder's vertices, so one compile serves every scene.
+  pairs, mesh topology) cannot vary inside a vmap. Every object slot carries one geom of each shape of the
+  table (datagen/shapes.py), named <shape><slot>; per scene, `physics.mjx_batch_params` moves the unused
+  geoms of each slot far above the scene (geom_pos is traced) and scales the mesh shapes' vertices, so one
+  compile serves every scene.
 
-Cylinders are convex meshes (a prism of `physics.cylinder_sides` sides) in both forms: MJX's JAX backend
-has no cylinder-box or cylinder-sphere collision. Inertials are explicit and analytic in both forms, so
-the two backends simulate the same bodies.
+Each shape's geom, mesh (cylinders are convex prisms of `physics.cylinder_sides` sides in both forms: MJX's
+JAX backend has no cylinder-box or cylinder-sphere collision) and analytic inertia come from its entry in
+the shape table, so the two backends simulate the same bodies.
 """
 
 from __future__ import annotations
 
-import math
 
 import ml_collections
 import numpy as np
 
 from datagen import scenes as scenes_lib
+from datagen import shapes as shapes_lib
 
 # Unused geoms of slot k, shape j wait at this height above their body: far apart from each other and
 # from anything real, so they never touch.
@@ -30,24 +31,8 @@ GROUND_HALF_M = 10.0
 
 
 def object_inertia(shape: int, size: np.ndarray, mass_kg: float) -> np.ndarray:
-  """Principal moments [3] (kg m^2) of a solid box / sphere / cylinder with half-extents `size`."""
-  a, b, c = (float(x) for x in size)
-  if shape == scenes_lib.BOX:
-    return mass_kg / 3.0 * np.array([b * b + c * c, a * a + c * c, a * a + b * b])
-  if shape == scenes_lib.SPHERE:
-    return np.full(3, 0.4 * mass_kg * a * a)
-  side = mass_kg * (3 * a * a + 4 * c * c) / 12.0
-  return np.array([side, side, 0.5 * mass_kg * a * a])
-
-
-def cylinder_vertices(sides: int, radius: float = 1.0, half_height: float = 1.0) -> np.ndarray:
-  """[2*sides, 3] vertices of the prism that stands in for a cylinder (circumscribes the true circle's
-  area: the polygon's area equals pi r^2)."""
-  ang = np.arange(sides) * 2 * math.pi / sides
-  # Scale the polygon so that its area matches the circle's.
-  scale = math.sqrt(math.pi / (0.5 * sides * math.sin(2 * math.pi / sides)))
-  ring = np.stack([np.cos(ang), np.sin(ang)], 1) * radius * scale
-  return np.concatenate([np.c_[ring, -half_height * np.ones(sides)], np.c_[ring, half_height * np.ones(sides)]])
+  """Principal moments [3] (kg m^2) of the solid of shape id `shape` with half-extents `size`."""
+  return shapes_lib.by_id(shape).inertia(size, mass_kg)
 
 
 def _fmt(values) -> str:
@@ -79,11 +64,7 @@ def _body(k: int, pos, yaw: float, mass: float, inertia, geoms: str) -> str:
 
 def _geom(name: str, shape: int, size, friction: float, mesh: str = "", pos=(0, 0, 0)) -> str:
   common = f'name="{name}" friction="{friction:.9g} 0.005 0.0001" material="mat" pos="{_fmt(pos)}"'
-  if shape == scenes_lib.BOX:
-    return f'      <geom {common} type="box" size="{_fmt(size)}"/>\n'
-  if shape == scenes_lib.SPHERE:
-    return f'      <geom {common} type="sphere" size="{float(size[0]):.9g}"/>\n'
-  return f'      <geom {common} type="mesh" mesh="{mesh}"/>\n'
+  return f'      <geom {shapes_lib.by_id(shape).geom_xml(common, size, mesh)}/>\n'
 
 
 def _contact_sensors(n: int, geom_of) -> str:
@@ -103,11 +84,10 @@ def scene_xml(scene: scenes_lib.Scene, cfg: ml_collections.ConfigDict) -> str:
   meshes, bodies = [], []
   for k in range(n):
     shape, size = int(scene.shape[k]), scene.size[k]
-    mesh = ""
-    if shape == scenes_lib.CYLINDER:
-      mesh = f"cyl{k}"
-      verts = cylinder_vertices(cfg.physics.cylinder_sides, size[0], size[2])
-      meshes.append(f'    <mesh name="{mesh}" vertex="{_fmt(verts)}"/>\n')
+    mesh, entry = "", shapes_lib.by_id(shape)
+    if entry.mesh is not None:
+      mesh = f"{entry.name}{k}"
+      meshes.append(f'    <mesh name="{mesh}" vertex="{_fmt(entry.mesh(cfg.physics.cylinder_sides, size))}"/>\n')
     geom = _geom(f"geom{k}", shape, size, float(scene.friction[k]), mesh)
     bodies.append(_body(k, scene.position[k], float(scene.yaw_rad[k]), float(scene.mass_kg[k]),
                         object_inertia(shape, size, float(scene.mass_kg[k])), geom))
@@ -116,15 +96,22 @@ def scene_xml(scene: scenes_lib.Scene, cfg: ml_collections.ConfigDict) -> str:
   return header + "".join(bodies) + "  </worldbody>\n" + _contact_sensors(n, lambda k: f"geom{k}") + "</mujoco>\n"
 
 
+def canonical_mesh_name(shape_name: str, slot: int) -> str:
+  return f"{shape_name}mesh{slot}"
+
+
 def canonical_xml(cfg: ml_collections.ConfigDict) -> str:
-  """MJCF with `max_objects` slots, each holding geoms box{k}, sphere{k}, cyl{k} (unit sizes)."""
+  """MJCF with `max_objects` slots, each holding a geom <shape><slot> of every shape of the table (unit
+  sizes; mesh shapes' unit meshes are named by `canonical_mesh_name`, slot by slot in table order)."""
   n = cfg.scene.max_objects
-  meshes = "".join(f'    <mesh name="cylmesh{k}" vertex="{_fmt(cylinder_vertices(cfg.physics.cylinder_sides))}"/>\n'
-                   for k in range(n))
+  table = list(shapes_lib.SHAPES.values())
+  sides = cfg.physics.cylinder_sides
+  meshes = "".join(f'    <mesh name="{canonical_mesh_name(e.name, k)}" vertex="{_fmt(e.mesh(sides, np.ones(3)))}"/>\n'
+                   for k in range(n) for e in table if e.mesh is not None)
   bodies = []
   for k in range(n):
-    geoms = "".join(_geom(f"{name}{k}", shape, (0.05, 0.05, 0.05), 0.5, f"cylmesh{k}")
-                    for shape, name in enumerate(("box", "sphere", "cyl")))
+    geoms = "".join(_geom(f"{e.name}{k}", i, (0.05, 0.05, 0.05), 0.5, canonical_mesh_name(e.name, k))
+                    for i, e in enumerate(table))
     bodies.append(_body(k, (0, 0, 1 + k), 0.0, 1.0, (1e-3, 1e-3, 1e-3), geoms))
   header = _header(cfg).replace("</asset>", meshes + "  </asset>")
   return header + "".join(bodies) + "  </worldbody>\n</mujoco>\n"

@@ -28,6 +28,7 @@ from mujoco import rollout as mj_rollout
 
 from datagen import mjcf
 from datagen import scenes as scenes_lib
+from datagen import shapes as shapes_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,8 +145,9 @@ def rollout_c(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict) ->
 class _Canonical:
   mjx_model: object
   geom_slot: np.ndarray  # int [ngeom] object slot of each geom, -1 for table / ground
-  geom_kind: np.ndarray  # int [ngeom] BOX / SPHERE / CYLINDER for object geoms, -1 otherwise
-  unit_cylinder: tuple  # per slot: (vertices [V,3], face vertex coordinates [F,K,3]) at unit size
+  geom_kind: np.ndarray  # int [ngeom] shape id (datagen/shapes.py) of object geoms, -1 otherwise
+  unit_mesh: tuple  # per mesh of the model: (vertices [V,3], face vertex coordinates [F,K,3]) at unit size
+  mesh_of: dict  # (slot, shape id) -> index into unit_mesh, for the mesh shapes
   step_fn: object  # jitted (params [B], qpos0 [B], qvel0 [B]) -> per-frame arrays
 
 
@@ -157,17 +159,23 @@ def _canonical(cfg_json: str) -> _Canonical:
   model = mujoco.MjModel.from_xml_string(mjcf.canonical_xml(cfg))
   mx = mjx.put_model(model)
   geom_slot = model.geom_bodyid.astype(int) - 1
-  # geoms are [ground, table, box0, sphere0, cyl0, box1, ...]
-  geom_kind = np.where(geom_slot >= 0, (np.arange(model.ngeom) - 2) % 3, -1)
+  # Object geoms are named <shape><slot> (mjcf.canonical_xml); the ground and the table are not.
+  table = shapes_lib.names()
+  kind_of = lambda g: table.index(model.geom(g).name[:-len(str(geom_slot[g]))]) if geom_slot[g] >= 0 else -1
+  geom_kind = np.array([kind_of(g) for g in range(model.ngeom)])
   unit = tuple((np.asarray(c.vert), np.asarray(c.face)) for c in mx._impl.mesh_convex)
+  mesh_names = [model.mesh(m).name for m in range(model.nmesh)]
+  mesh_of = {(k, i): mesh_names.index(mjcf.canonical_mesh_name(name, k))
+             for k in range(cfg.scene.max_objects) for i, name in enumerate(table)
+             if shapes_lib.SHAPES[name].mesh is not None}
   spf, t_frames, n_max = steps_per_frame(cfg), cfg.num_frames, cfg.scene.max_objects
   slot_j = jnp.asarray(geom_slot)
 
   def one_scene(params, qpos0, qvel0):
     # MJX keeps a convex mesh's faces as vertex coordinates, so both scale. Side normals do not change
     # under an (r, r, h) scaling of an upright prism.
-    convex = tuple(c.replace(vert=v, face=f) for c, (v, f) in zip(mx._impl.mesh_convex, params["cyl"]))
-    m = mx.tree_replace({k: v for k, v in params.items() if k != "cyl"})
+    convex = tuple(c.replace(vert=v, face=f) for c, (v, f) in zip(mx._impl.mesh_convex, params["mesh"]))
+    m = mx.tree_replace({k: v for k, v in params.items() if k != "mesh"})
     m = m.tree_replace({"_impl.mesh_convex": convex})
     d = mjx.make_data(m).replace(qpos=qpos0, qvel=qvel0)
     d = mjx.forward(m, d)
@@ -191,14 +199,14 @@ def _canonical(cfg_json: str) -> _Canonical:
     step_fn = jax.jit(lambda p, q, v: jax.lax.map(lambda x: one_scene(*x), (p, q, v)))
   else:
     step_fn = jax.jit(jax.vmap(one_scene))
-  return _Canonical(mx, geom_slot, geom_kind, unit, step_fn)
+  return _Canonical(mx, geom_slot, geom_kind, unit, mesh_of, step_fn)
 
 
 def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, canon: _Canonical):
-  """Per-scene model arrays for the canonical model: geom placement and size, masses, cylinder vertices.
+  """Per-scene model arrays for the canonical model: geom placement and size, masses, mesh vertices.
 
-  In each slot, the geom of the object's shape sits at the body origin; the other two shrink and wait
-  PARK_HEIGHT_M * (slot + 1) + 10 * shape metres away from it (the ground and the table are finite boxes,
+  In each slot, the geom of the object's shape sits at the body origin, sized by its shape-table entry; the
+  others shrink and wait PARK_HEIGHT_M * (slot + 1) + 10 * shape id metres away from it (the ground and the table are finite boxes,
   so a parked geom swung round by a rolling body never reaches them). Empty slots free-fall far away.
   """
   m0 = canon.mjx_model
@@ -213,24 +221,24 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
   body_inertia = np.tile(np.asarray(m0.body_inertia), (b, 1, 1))
   body_invweight0 = np.tile(np.asarray(m0.body_invweight0), (b, 1, 1))
   dof_invweight0 = np.tile(np.asarray(m0.dof_invweight0), (b, 1))
-  cyl = [(np.tile(v, (b, 1, 1)), np.tile(f, (b, 1, 1, 1))) for v, f in canon.unit_cylinder]
+  meshes = [(np.tile(v, (b, 1, 1)), np.tile(f, (b, 1, 1, 1))) for v, f in canon.unit_mesh]
   qpos0 = np.zeros((b, 7 * n_max))
   qvel0 = np.zeros((b, 6 * n_max))
   for i, scene in enumerate(scenes):
     n = scene.num_objects
     for k in range(n_max):
       real = k < n
-      shape = int(scene.shape[k]) if real else scenes_lib.BOX
+      shape = int(scene.shape[k]) if real else shapes_lib.BOX
       size = scene.size[k] if real else np.full(3, 0.02)
       mass = float(scene.mass_kg[k]) if real else 1.0
-      inertia = mjcf.object_inertia(shape, size, mass)
+      entry = shapes_lib.by_id(shape)
+      inertia = entry.inertia(size, mass)
       for g in np.flatnonzero(canon.geom_slot == k):
         kind = canon.geom_kind[g]
         if kind == shape:
           geom_pos[i, g] = 0.0
-          extent = size if kind != scenes_lib.SPHERE else np.array([size[0], 0, 0])
-          geom_size[i, g] = extent
-          geom_rbound[i, g] = np.linalg.norm(size) if kind != scenes_lib.SPHERE else size[0]
+          geom_size[i, g] = entry.geom_size(size)
+          geom_rbound[i, g] = entry.rbound(size)
           geom_aabb[i, g] = np.r_[0, 0, 0, size]
           geom_friction[i, g, 0] = scene.friction[k] if real else 0.5
         else:
@@ -238,10 +246,11 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
           geom_size[i, g] = mjcf.PARK_TINY_M
           geom_rbound[i, g] = math.sqrt(3) * mjcf.PARK_TINY_M
           geom_aabb[i, g] = np.r_[0, 0, 0, np.full(3, mjcf.PARK_TINY_M)]
-        if kind == scenes_lib.CYLINDER:
-          scale = np.array([size[0], size[0], size[2]]) if shape == scenes_lib.CYLINDER else mjcf.PARK_TINY_M
-          cyl[k][0][i] = canon.unit_cylinder[k][0] * scale
-          cyl[k][1][i] = canon.unit_cylinder[k][1] * scale
+        if (k, kind) in canon.mesh_of:
+          m = canon.mesh_of[(k, kind)]
+          scale = entry.mesh_scale(size) if kind == shape else mjcf.PARK_TINY_M
+          meshes[m][0][i] = canon.unit_mesh[m][0] * scale
+          meshes[m][1][i] = canon.unit_mesh[m][1] * scale
       body_mass[i, k + 1] = mass
       body_inertia[i, k + 1] = inertia
       # What mj_setConst computes for a free body whose inertial frame is its origin.
@@ -253,7 +262,7 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
       qpos0[i, 7 * k:7 * k + 7] = (1000.0 * (k + 1), 0, 0, 1, 0, 0, 0)
   params = dict(geom_pos=geom_pos, geom_size=geom_size, geom_friction=geom_friction, geom_rbound=geom_rbound,
                 geom_aabb=geom_aabb, body_mass=body_mass, body_inertia=body_inertia,
-                body_invweight0=body_invweight0, dof_invweight0=dof_invweight0, cyl=tuple(cyl))
+                body_invweight0=body_invweight0, dof_invweight0=dof_invweight0, mesh=tuple(meshes))
   return params, qpos0, qvel0
 
 

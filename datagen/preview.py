@@ -16,7 +16,7 @@ import numpy as np
 from absl import flags
 from PIL import Image, ImageDraw
 
-from datagen import cli
+from datagen import cli, datasets
 
 
 _ID_COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
@@ -71,7 +71,7 @@ def contact_sheet(data_dir: str, split: str = "train", num: int = 4, scale: int 
     frames = np.concatenate(list(up(video)), 1)
     ids = np.concatenate(list(up(_ID_COLOURS[ex["instance_ids"] % len(_ID_COLOURS)])), 1)
     arrows = _velocity_overlay(video, ex, scale)
-    caption = ex["caption"].decode() if isinstance(ex["caption"], bytes) else str(ex["caption"])
+    caption = datasets.decode_text(ex["caption"])
     text = Image.new("RGB", (frames.shape[1], 18), (255, 255, 255))
     ImageDraw.Draw(text).text((4, 3), f"seed {int(ex['seed'])}: {caption}", fill=(0, 0, 0))
     rows += [np.asarray(text), frames, ids, arrows, np.full((6, frames.shape[1], 3), 255, np.uint8)]

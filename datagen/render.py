@@ -5,7 +5,7 @@ the nearest hit gives the instance id, the depth and the colour (Lambert + ambie
 towards a directional light). No OpenGL.
 
 Every solid is the intersection of a quadric and three slabs in its own frame, which covers all shapes
-with one branch-free code path:
+with one branch-free code path; each shape's entry in the shape table (datagen/shapes.py) gives its own:
   sphere   sum(x^2) <= r^2,            no slabs
   cylinder x^2 + y^2 <= r^2,           |z| <= h          (analytic; physics uses a 14-sided prism)
   box      no quadric,                 |x|,|y|,|z| <= half-extents
@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from datagen import scenes as scenes_lib
+from datagen import shapes as shapes_lib
 
 _EPS = 1e-4
 _INF = jnp.inf
@@ -38,14 +39,15 @@ def quat_to_matrix(q: jax.Array) -> jax.Array:
   ], -2)
 
 
-def solid_params(shape: jax.Array, size: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Quadric coefficients a [N,3], quadric radius^2 [N] and slab half-extents [N,3] (inf: none)."""
-  sphere, cyl = shape == scenes_lib.SPHERE, shape == scenes_lib.CYLINDER
-  a = jnp.where(sphere[:, None], 1.0, jnp.where(cyl[:, None], jnp.array([1.0, 1.0, 0.0]), 0.0))
-  r2 = jnp.where(sphere | cyl, size[:, 0] ** 2, 1.0)
-  slab = jnp.where(sphere[:, None], _INF, jnp.where(cyl[:, None], jnp.stack(
-      [jnp.full_like(size[:, 0], _INF), jnp.full_like(size[:, 0], _INF), size[:, 2]], -1), size))
-  return a, r2, slab
+def solid_params(shape: jax.Array, size: jax.Array, table: tuple[str, ...] | None = None
+                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Quadric coefficients a [N,3], quadric radius^2 [N] and slab half-extents [N,3] (inf: none) of solids of
+  shape ids [N] and sizes [N,3]: every shape's `solid` of the table (names `table`, default all), picked
+  per solid."""
+  entries = [shapes_lib.SHAPES[name] for name in (table or shapes_lib.names())]
+  a, r2, slab = (jnp.stack(x) for x in zip(*(e.solid(size) for e in entries)))  # [S,N,...]
+  pick = lambda x: jnp.take_along_axis(x, shape.astype(jnp.int32).reshape((1, -1) + (1,) * (x.ndim - 2)), 0)[0]
+  return pick(a), pick(r2), pick(slab)
 
 
 def _to_local(v, rotation):
@@ -107,13 +109,14 @@ class Settings:
   table_side_rgb: tuple[int, int, int]
   sky_rgb: tuple[int, int, int]
   far_m: float
+  shapes: tuple[str, ...]  # the shape table's names when the settings were made (a compile sees them all)
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "Settings":
     r = cfg.render
     return cls(int(cfg.height), int(cfg.width), int(r.supersample), float(r.ambient),
                tuple(float(x) for x in r.light_dir), bool(r.shadows), tuple(r.ground_rgb),
-               tuple(r.table_side_rgb), tuple(r.sky_rgb), float(r.far_m))
+               tuple(r.table_side_rgb), tuple(r.sky_rgb), float(r.far_m), shapes_lib.names())
 
 
 def camera_rays(rotation, position, intrinsics, height: int, width: int, supersample: int = 1):
@@ -134,16 +137,16 @@ def camera_rays(rotation, position, intrinsics, height: int, width: int, supersa
   return jnp.broadcast_to(position, d_world.shape), d_world, 1.0 / norm
 
 
-def _solids(sc, position, quat):
-  """The objects plus the table (last solid), as arrays for `intersect`."""
+def _solids(sc, position, quat, table: tuple[str, ...]):
+  """The objects plus the table (last solid, a box), as arrays for `intersect`."""
   tx, ty = sc["table_half"][0], sc["table_half"][1]
   th = sc["table_height"]
-  shape = jnp.concatenate([sc["shape"], jnp.array([scenes_lib.BOX])])
+  shape = jnp.concatenate([sc["shape"], jnp.array([shapes_lib.BOX])])
   size = jnp.concatenate([sc["size"], jnp.stack([tx, ty, th / 2])[None]])
   centre = jnp.concatenate([position, jnp.stack([0.0, 0.0, -th / 2])[None]])
   rotation = jnp.concatenate([quat_to_matrix(quat), jnp.eye(3)[None]])
   valid = jnp.concatenate([sc["valid"], jnp.array([True])])
-  return (centre, rotation, *solid_params(shape, size), valid)
+  return (centre, rotation, *solid_params(shape, size, table), valid)
 
 
 def _cast(origin, direction, solids, table_height):
@@ -195,7 +198,7 @@ def render_frame(sc: dict, position: jax.Array, quat: jax.Array, settings: Setti
   depth float32 [H,W] (camera z in metres, far_m where nothing is hit).
   """
   h, w, s = settings.height, settings.width, settings.supersample
-  solids = _solids(sc, position, quat)
+  solids = _solids(sc, position, quat, settings.shapes)
   cam = (sc["cam_rot"], sc["cam_pos"], sc["intrinsics"])
   origin, direction, depth_per_t = camera_rays(*cam, h, w, s)
   t, index, point, normal = _cast(origin, direction, solids, sc["table_height"])

@@ -14,25 +14,9 @@ import ml_collections
 import numpy as np
 
 from datagen import cli
+from datagen import palette
+from datagen import shapes as shapes_lib
 
-SHAPES = ("box", "sphere", "cylinder")
-BOX, SPHERE, CYLINDER = 0, 1, 2
-
-# Saturated object colours; names are what captions say. Floors use desaturated colours only, so an
-# object's colour never matches the floor's.
-PALETTE = (
-    ("red", (215, 35, 35)),
-    ("orange", (240, 125, 20)),
-    ("yellow", (235, 210, 25)),
-    ("green", (35, 170, 55)),
-    ("cyan", (25, 195, 205)),
-    ("blue", (35, 75, 225)),
-    ("purple", (125, 45, 200)),
-    ("magenta", (215, 35, 185)),
-    ("pink", (250, 135, 175)),
-)
-_COLOR_JITTER = 10  # +- per channel, keeps the palette name true
-FLOOR_MAX_SATURATION = 0.22
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +42,7 @@ class Scene:
   """A sampled scene; per-object arrays are padded to max_objects (pad rows are zero)."""
   seed: int
   num_objects: int
-  shape: np.ndarray  # int32 [N] BOX / SPHERE / CYLINDER
+  shape: np.ndarray  # int32 [N] shape ids (datagen/shapes.py)
   size: np.ndarray  # float32 [N,3] half-extents in the body frame (sphere: r,r,r; cylinder: r,r,h)
   color: np.ndarray  # uint8 [N,3]
   color_name: tuple[str, ...]  # [num_objects]
@@ -95,15 +79,9 @@ def with_pushes(scene: Scene, velocities_mps: dict[int, np.ndarray]) -> Scene:
       raise ValueError(f"object {k}: the scene has objects 0..{scene.num_objects - 1}")
     velocity[k, :2] = np.asarray(v, np.float32)[:2]
     moving[k] = True
-    if scene.shape[k] == SPHERE:
+    if shapes_lib.by_id(scene.shape[k]).rolls:
       angular[k] = np.cross([0.0, 0.0, 1.0], velocity[k]) / scene.size[k, 0]
   return dataclasses.replace(scene, velocity_mps=velocity, angular_velocity_rps=angular, moving_at_start=moving)
-
-
-def color_names(rgb: np.ndarray) -> list[str]:
-  """Palette name of each colour [N,3] (the nearest palette entry: the jitter keeps names true)."""
-  palette = np.array([c for _, c in PALETTE], np.int64)
-  return [PALETTE[int(np.argmin(np.abs(palette - np.asarray(c, np.int64)).sum(-1)))][0] for c in rgb]
 
 
 def yaw_quat(yaw_rad) -> np.ndarray:
@@ -111,13 +89,6 @@ def yaw_quat(yaw_rad) -> np.ndarray:
   yaw_rad = np.asarray(yaw_rad, np.float64)
   zero = np.zeros_like(yaw_rad)
   return np.stack([np.cos(yaw_rad / 2), zero, zero, np.sin(yaw_rad / 2)], -1)
-
-
-def bounding_radius(shape: int, size: np.ndarray) -> float:
-  """Radius of the object's footprint circle in the floor plane (any yaw)."""
-  if shape == BOX:
-    return float(math.hypot(size[0], size[1]))
-  return float(size[0])
 
 
 def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> None:
@@ -150,14 +121,16 @@ def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> 
   if not s.shapes:
     fail("scene.shapes", "at least one shape is needed")
   for shape in s.shapes:
-    if shape not in SHAPES:
-      fail("scene.shapes", f"unknown shape {shape!r}; expected some of {SHAPES}")
-  if s.max_objects > len(PALETTE):
-    fail("scene.max_objects", f"colours must be distinct and the palette has {len(PALETTE)}, got {s.max_objects}")
+    if shape not in shapes_lib.SHAPES:
+      fail("scene.shapes", f"unknown shape {shape!r}; expected some of {shapes_lib.names()}")
+  if s.max_objects > len(palette.PALETTE):
+    fail("scene.max_objects", f"colours must be distinct and the palette has {len(palette.PALETTE)}, got {s.max_objects}")
   if not 1 <= s.max_controlled < s.min_objects:
     fail("scene.max_controlled", f"must be in [1, scene.min_objects - 1 = {s.min_objects - 1}], got {s.max_controlled}")
-  for field in ("box_half_m", "sphere_radius_m", "cylinder_radius_m", "cylinder_half_height_m", "mass_kg",
-                "speed_mps", "camera_distance_m", "camera_elevation_deg"):
+  size_fields = [f for name in s.shapes for f in shapes_lib.SHAPES[name].size_fields]
+  for field in (*dict.fromkeys(size_fields), "mass_kg", "speed_mps", "camera_distance_m", "camera_elevation_deg"):
+    if field not in s:
+      fail(f"scene.{field}", "missing: the shapes of scene.shapes read it")
     check_range(field)
   check_range("friction", strict=False)
   check_range("floor_tiles")
@@ -170,7 +143,7 @@ def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> 
     fail("scene.min_gap_m", f"must be >= 0, got {s.min_gap_m}")
   if s.placement_half_m <= 0:
     fail("scene.placement_half_m", f"must be > 0, got {s.placement_half_m}")
-  rho_max = max(_max_bounding_radius(s, shape) for shape in s.shapes)
+  rho_max = max(shapes_lib.SHAPES[shape].max_radius(s) for shape in s.shapes)
   if s.placement_half_m + rho_max > min(s.table_half_m):
     fail("scene.placement_half_m", f"objects placed within {s.placement_half_m} m of the centre (plus their "
          f"radius {rho_max:.3f} m) would overhang the table, scene.table_half_m={tuple(s.table_half_m)}")
@@ -205,23 +178,6 @@ def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> 
     fail("render.far_m", f"must be > 0, got {cfg.render.far_m!r}")
 
 
-def _max_bounding_radius(s, shape: str) -> float:
-  if shape == "box":
-    return math.sqrt(2) * s.box_half_m[1]
-  if shape == "sphere":
-    return s.sphere_radius_m[1]
-  return s.cylinder_radius_m[1]
-
-
-def _sample_size(rng: np.random.Generator, s, shape: int) -> np.ndarray:
-  if shape == BOX:
-    return rng.uniform(*s.box_half_m, size=3)
-  if shape == SPHERE:
-    return np.full(3, rng.uniform(*s.sphere_radius_m))
-  r = rng.uniform(*s.cylinder_radius_m)
-  return np.array([r, r, rng.uniform(*s.cylinder_half_height_m)])
-
-
 def _place(rng: np.random.Generator, s, radii: np.ndarray) -> np.ndarray | None:
   """Non-overlapping xy centres for discs of `radii`, or None if random placement got stuck."""
   centres = []
@@ -240,7 +196,7 @@ def _floor_texture(rng: np.random.Generator, grid: int, tiles: int) -> np.ndarra
   """Desaturated tile colours: a two-colour checkerboard or random tiles."""
   def muted(n):
     hue = rng.uniform(0, 1, n)
-    sat = rng.uniform(0.0, FLOOR_MAX_SATURATION, n)
+    sat = rng.uniform(0.0, palette.FLOOR_MAX_SATURATION, n)
     val = rng.uniform(0.35, 0.9, n)
     return _hsv_to_rgb(hue, sat, val)
 
@@ -267,6 +223,11 @@ def _hsv_to_rgb(h, s, v) -> np.ndarray:
   return np.round(np.stack([r, g, b], -1) * 255).astype(np.uint8)
 
 
+def focal_length_px(width: int, fov_deg: float) -> float:
+  """The pinhole focal length in pixels of an image `width` pixels wide with horizontal field of view fov_deg."""
+  return (width / 2) / math.tan(math.radians(fov_deg) / 2)
+
+
 def _camera(rng: np.random.Generator, s, height: int, width: int) -> Camera:
   elevation = math.radians(rng.uniform(*s.camera_elevation_deg))
   azimuth = math.radians(-90.0 + rng.uniform(-1, 1) * s.camera_azimuth_jitter_deg)
@@ -278,7 +239,7 @@ def _camera(rng: np.random.Generator, s, height: int, width: int) -> Camera:
   right = np.cross(forward, [0.0, 0.0, 1.0])
   right /= np.linalg.norm(right)
   down = np.cross(forward, right)
-  focal = (width / 2) / math.tan(math.radians(s.camera_fov_deg) / 2)
+  focal = focal_length_px(width, s.camera_fov_deg)
   return Camera(position=position.astype(np.float32),
                 rotation=np.stack([right, down, forward]).astype(np.float32),
                 intrinsics=np.array([focal, focal, width / 2, height / 2], np.float32))
@@ -293,12 +254,12 @@ def sample_scene(seed: int, cfg: ml_collections.ConfigDict) -> Scene:
   s = cfg.scene
   rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4B4D]))  # "KM": scene stream
   n_max = s.max_objects
-  allowed = np.array([SHAPES.index(x) for x in s.shapes])
+  allowed = np.array([shapes_lib.id_of(x) for x in s.shapes])
   for _ in range(100):
     n = int(rng.integers(s.min_objects, s.max_objects + 1))
     shape = rng.choice(allowed, size=n)
-    size = np.stack([_sample_size(rng, s, k) for k in shape])
-    radii = np.array([bounding_radius(k, z) for k, z in zip(shape, size)])
+    size = np.stack([shapes_lib.by_id(k).sample_size(rng, s) for k in shape])
+    radii = np.array([shapes_lib.by_id(k).footprint_radius(z) for k, z in zip(shape, size)])
     xy = _place(rng, s, radii)
     if xy is not None:
       break
@@ -306,10 +267,10 @@ def sample_scene(seed: int, cfg: ml_collections.ConfigDict) -> Scene:
     raise RuntimeError(f"seed {seed}: could not place objects without overlap; enlarge "
                        f"config.scene.placement_half_m or lower config.scene.max_objects")
 
-  colour_idx = rng.choice(len(PALETTE), size=n, replace=False)
-  jitter = rng.integers(-_COLOR_JITTER, _COLOR_JITTER + 1, size=(n, 3))
-  color = np.clip(np.array([PALETTE[i][1] for i in colour_idx]) + jitter, 0, 255)
-  yaw = np.where(shape == BOX, rng.uniform(-math.pi, math.pi, n), 0.0)
+  colour_idx = rng.choice(len(palette.PALETTE), size=n, replace=False)
+  jitter = rng.integers(-palette.COLOR_JITTER, palette.COLOR_JITTER + 1, size=(n, 3))
+  color = np.clip(palette.rgb()[colour_idx].astype(np.int64) + jitter, 0, 255)
+  yaw = np.where(shape == shapes_lib.BOX, rng.uniform(-math.pi, math.pi, n), 0.0)
   position = np.concatenate([xy, size[:, 2:3] + 1e-4], axis=1)  # resting on the table top
 
   n_ctrl = int(rng.integers(1, min(s.max_controlled, n - 1) + 1))
@@ -326,7 +287,7 @@ def sample_scene(seed: int, cfg: ml_collections.ConfigDict) -> Scene:
       heading = rng.uniform(-math.pi, math.pi)
     speed = rng.uniform(*s.speed_mps)
     velocity[i, :2] = speed * np.array([math.cos(heading), math.sin(heading)])
-    if shape[i] == SPHERE:  # start rolling without slipping: w x (0,0,-r) + v = 0
+    if shapes_lib.by_id(shape[i]).rolls:  # start rolling without slipping: w x (0,0,-r) + v = 0
       angular[i] = np.cross([0.0, 0.0, 1.0], velocity[i]) / size[i, 0]
 
   tiles = int(rng.integers(s.floor_tiles[0], s.floor_tiles[1] + 1))
@@ -341,7 +302,7 @@ def sample_scene(seed: int, cfg: ml_collections.ConfigDict) -> Scene:
 
   return Scene(
       seed=int(seed), num_objects=n, shape=pad(shape, np.int32), size=pad(size, np.float32),
-      color=pad(color, np.uint8), color_name=tuple(PALETTE[i][0] for i in colour_idx),
+      color=pad(color, np.uint8), color_name=tuple(palette.NAMES[i] for i in colour_idx),
       mass_kg=pad(rng.uniform(*s.mass_kg, size=n), np.float32),
       friction=pad(rng.uniform(*s.friction, size=n), np.float32),
       position=pad(position, np.float32), yaw_rad=pad(yaw, np.float32),

@@ -26,20 +26,46 @@ def project(points_world: np.ndarray, camera: scenes_lib.Camera) -> tuple[np.nda
   return np.stack([fx * p[..., 0] / safe + cx, fy * p[..., 1] / safe + cy], -1), z
 
 
-def silhouette_centroids(ids: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
-  """ids [T,H,W] -> centroid of each object's pixels [T,N,2] (x, y; NaN if absent), pixel count [T,N]."""
-  t, h, w = ids.shape
+def masks_from_ids(instance_ids_hw: np.ndarray, num_objects: int) -> np.ndarray:
+  """instance ids [H,W] (0 background, k + 1 object k) -> bool masks [num_objects, H, W]."""
+  ids = np.asarray(instance_ids_hw)
+  return ids[None] == np.arange(1, num_objects + 1)[:, None, None]
+
+
+def ids_from_masks(masks) -> np.ndarray:
+  """bool masks [K,H,W] (disjoint) -> instance ids int32 [H,W], k + 1 where mask k is set, else 0."""
+  masks = np.asarray(masks, bool)
+  ids = np.zeros(masks.shape[1:], np.int32)
+  for k, m in enumerate(masks):
+    ids[m] = k + 1
+  return ids
+
+
+def label_statistics(labels: np.ndarray, n: int, values: np.ndarray | None = None):
+  """Per frame and label of labels int [T,H,W] (0: none, k + 1: label k < n): centroid [T,n,2] (x, y, pixel
+  centres at +0.5; NaN where absent), pixel count int64 [T,n] and, with `values` [T,H,W,C], their mean
+  [T,n,C] over each label's pixels. One pass over the pixels (a bincount by frame and label)."""
+  t, h, w = labels.shape
+  if labels.max(initial=0) > n:
+    raise ValueError(f"label {int(labels.max())} exceeds the {n} labels")
+  key = (np.arange(t)[:, None, None] * (n + 1) + labels).ravel()
+  bins = lambda weights=None: np.bincount(key, weights, minlength=t * (n + 1)).reshape(t, n + 1)[:, 1:]
   ys, xs = np.mgrid[0:h, 0:w] + 0.5
-  # One pass over the pixels: bin each by (frame, id).
-  if ids.max(initial=0) > n_max:
-    raise ValueError(f"instance id {int(ids.max())} exceeds max_objects={n_max}")
-  key = (np.arange(t)[:, None, None] * (n_max + 1) + ids).ravel()
-  bins = lambda weights=None: np.bincount(key, weights, minlength=t * (n_max + 1)).reshape(t, n_max + 1)[:, 1:]
   count = bins().astype(np.int64)
   with np.errstate(invalid="ignore", divide="ignore"):
-    cx = bins(np.broadcast_to(xs, ids.shape).ravel()) / count
-    cy = bins(np.broadcast_to(ys, ids.shape).ravel()) / count
-  return np.stack([cx, cy], -1), count
+    cx = bins(np.broadcast_to(xs, labels.shape).ravel()) / count
+    cy = bins(np.broadcast_to(ys, labels.shape).ravel()) / count
+    means = None if values is None else np.stack(
+        [bins(values[..., c].astype(np.float64).ravel()) / count for c in range(values.shape[-1])], -1)
+  return np.stack([cx, cy], -1), count, means
+
+
+def silhouette_centroids(ids: np.ndarray, n_max: int) -> tuple[np.ndarray, np.ndarray]:
+  """ids [T,H,W] -> centroid of each object's pixels [T,N,2] (x, y; NaN if absent), pixel count [T,N]."""
+  if ids.max(initial=0) > n_max:
+    raise ValueError(f"instance id {int(ids.max())} exceeds max_objects={n_max}")
+  centroid, count, _ = label_statistics(ids, n_max)
+  return centroid, count
 
 
 def collision_events(contact: np.ndarray, num_objects: int, max_events: int) -> np.ndarray:

@@ -18,13 +18,15 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from datagen import engine  # noqa: E402
-from kinemask_jax import evaluate, media, pipeline, sample  # noqa: E402
+from kinemask_jax import sample  # noqa: E402
+from kinemask_jax.evaluation import score  # noqa: E402
+from kinemask_jax.sampling import api, media  # noqa: E402
 
 
 def scenes(data_cfg, num: int = 3) -> list[dict]:
   out = []
   for e in engine.generate_split("test", 200, data_cfg):
-    ks = evaluate.controlled_objects(e)
+    ks = score.controlled_objects(e)
     if ks and (np.asarray(e["collisions"])[:, 0] >= 0).any() and (e["instance_ids"][0] == ks[0] + 1).sum() >= 6:
       out.append(e)
     if len(out) == num:
@@ -34,14 +36,14 @@ def scenes(data_cfg, num: int = 3) -> list[dict]:
 
 def main() -> None:
   parser = argparse.ArgumentParser()
-  parser.add_argument("--pretrained", default="tiny", choices=pipeline.pretrained_names())
+  parser.add_argument("--pretrained", default="tiny", choices=api.pretrained_names())
   parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_strips.png"))
   args = parser.parse_args()
-  pipe = pipeline.KineMaskPipeline.from_pretrained(args.pretrained)
+  pipe = api.KineMaskPipeline.from_pretrained(args.pretrained)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for i, e in enumerate(scenes(pipe.config.data)):
-      k = evaluate.controlled_objects(e)[0]
+      k = score.controlled_objects(e)[0]
       ys, xs = np.nonzero(e["instance_ids"][0] == k + 1)
       j = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
       image = os.path.join(tmp, f"{i}.png")

@@ -1,6 +1,13 @@
 """kinemask-jax: velocity-controlled image-to-video diffusion trained on synthetic rigid-body scenes.
 
-`KineMaskPipeline` (kinemask_jax/pipeline.py) is the sampling API; it is imported lazily so that
+The packages are the subsystems (README, "Architecture"): model/ (the network, text, conditioning,
+diffusion), store/ (checkpoints, weights folders, loading a trained model), training/ (the one training
+loop, the video model's run, input pipeline, curriculum), sampling/ (the API, its units, segmentation,
+media), evaluation/ (metric table, tracker, baselines, scoring, report) and outcome/ (the outcome predictor
+and its training). The modules at this level are the commands (`python -m kinemask_jax.<command>`): train,
+sample, evaluate, train_outcome, export, express, demo, model_info.
+
+`KineMaskPipeline` (kinemask_jax/sampling/api.py) is the sampling API; it is imported lazily so that
 `import kinemask_jax.<module>` stays light.
 """
 
@@ -9,6 +16,6 @@ __all__ = ["KineMaskPipeline", "GenerationResult", "InputError", "CheckpointErro
 
 def __getattr__(name):
   if name in __all__:
-    from kinemask_jax import pipeline
-    return getattr(pipeline, name)
+    from kinemask_jax.sampling import api
+    return getattr(api, name)
   raise AttributeError(f"module 'kinemask_jax' has no attribute {name!r}")

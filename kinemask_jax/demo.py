@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from datagen import cli
-from kinemask_jax.units import InputError  # a request the demo cannot serve: shown in the page
+from kinemask_jax.sampling.units import InputError  # a request the demo cannot serve: shown in the page
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_page", "index.html")
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -145,9 +145,9 @@ class DemoSession:
   # -- objects and velocities ------------------------------------------------------------------------
   def select(self, scene_id: str, x: int, y: int) -> dict:
     """The object under pixel (x, y): its mask (mask_from_point) and a label."""
-    from kinemask_jax import pipeline
+    from kinemask_jax.sampling import api
     s = self.scene(scene_id)
-    mask = pipeline.mask_from_point(s.image, int(x), int(y))
+    mask = api.mask_from_point(s.image, int(x), int(y))
     label = "object"
     if s.ids0 is not None:  # an engine scene knows its objects: the fill must be mostly one of them
       k = self._object_of(s, mask)
@@ -181,11 +181,11 @@ class DemoSession:
     return dict(velocity=[round(float(x), 3) + 0.0 for x in v], arrow=[dx * ARROW_S, dy * ARROW_S])
 
   def _inputs(self, scene_id: str, objects: list[dict]):
-    from kinemask_jax import pipeline
+    from kinemask_jax.sampling import api
     s = self.scene(scene_id)
     if not objects:
       raise InputError("objects: select at least one object (click on it) and drag its velocity arrow")
-    masks = [pipeline.mask_from_point(s.image, int(o["x"]), int(o["y"])) for o in objects]
+    masks = [api.mask_from_point(s.image, int(o["x"]), int(o["y"])) for o in objects]
     velocities = [self.pipe.check_velocity(o["velocity"], f"velocity of object {i + 1}") for i, o in enumerate(objects)]
     return s, masks, velocities
 
@@ -253,7 +253,7 @@ class DemoSession:
     return out
 
   def _save(self, job_id: str, name: str, video: np.ndarray) -> dict:
-    from kinemask_jax import media
+    from kinemask_jax.sampling import media
     with tempfile.TemporaryDirectory(prefix="kinemask_demo_") as folder:
       for ext, save in (("gif", media.save_gif), ("mp4", media.save_mp4)):
         path = os.path.join(folder, f"{name}.{ext}")
@@ -270,7 +270,7 @@ class DemoSession:
     """The simulator's video of the same pushes (camera-frame velocities turned into the scene's world frame,
     horizontal), and both videos scored against it."""
     from datagen import engine, scenes
-    from kinemask_jax import metrics
+    from kinemask_jax.evaluation import metrics
     rotation = np.asarray(s.engine_scene.camera.rotation, np.float64)  # world -> camera
     pushes = {}
     for mask, v in zip(masks, velocities_cam):
@@ -284,7 +284,7 @@ class DemoSession:
     n = int(truth["num_objects"])
     names = [self._name(s, k) for k in range(n)]
     hit = lambda moved: [names[k] for k in range(n) if moved[k] and k not in pushes]
-    curve = np.asarray(mine["motion_curve"], np.float64)[1:]
+    curve = np.asarray(mine["motion_error_px"], np.float64)[1:]
     return dict(truth=self._save(job_id, "truth", np.asarray(truth["video"])),
                 motion_error_px=round(float(np.nanmean(curve)), 2) if np.isfinite(curve).any() else None,
                 moved_generated=hit(mine["moved"]), moved_truth=hit(theirs["moved"]),
@@ -377,15 +377,15 @@ def make_app(session: DemoSession):
 def main(argv) -> None:
   del argv
   from absl import flags
-  from kinemask_jax import pipeline
+  from kinemask_jax.sampling import api
   f = flags.FLAGS
   if f.workdir is not None and f.pretrained is not None:
     raise cli.UsageError("give at most one of --workdir and --pretrained")
   if not 0 <= f.port <= 65535:
     raise cli.UsageError(f"--port: expected 0-65535 (0: any free port), got {f.port}")
   name = (f.pretrained or "tiny") if f.workdir is None else None
-  if name is not None and name not in pipeline.pretrained_names():
-    raise cli.UsageError(f"--pretrained={name}: no such shipped weights; shipped: {pipeline.pretrained_names()}")
+  if name is not None and name not in api.pretrained_names():
+    raise cli.UsageError(f"--pretrained={name}: no such shipped weights; shipped: {api.pretrained_names()}")
   if f.describer is not None and not os.path.isdir(f.describer):
     raise cli.UsageError(f"--describer={f.describer}: no such directory")
   import socket
@@ -396,8 +396,8 @@ def main(argv) -> None:
     sock.bind((f.host, f.port))
   except OSError as e:
     raise cli.UsageError(f"--port={f.port}: cannot listen on {f.host}:{f.port} ({e.strerror})")
-  pipe = (pipeline.KineMaskPipeline.from_pretrained(name, describer=f.describer) if name else
-          pipeline.KineMaskPipeline.from_checkpoint(f.workdir, describer=f.describer))
+  pipe = (api.KineMaskPipeline.from_pretrained(name, describer=f.describer) if name else
+          api.KineMaskPipeline.from_checkpoint(f.workdir, describer=f.describer))
   session = DemoSession(pipe, model_name=f"pretrained {name}" if name else os.path.abspath(f.workdir))
   host, port = sock.getsockname()[:2]
   print(f"KineMask demo ({session.model_name}, {'x'.join(map(str, pipe.video_shape[:3]))} videos): "
@@ -407,10 +407,10 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   from absl import flags
-  from kinemask_jax import pipeline as _pipeline
+  from kinemask_jax.sampling import api as _api
   flags.DEFINE_string("pretrained", None, "Shipped weights: tiny or small (default tiny; or --workdir).")
   flags.DEFINE_string("workdir", None, "A training workdir instead of shipped weights.")
-  flags.DEFINE_string("describer", None, "Outcome-predictor workdir (kinemask_jax.describe) for the 'auto' text.")
+  flags.DEFINE_string("describer", None, "Outcome-predictor workdir (kinemask_jax.train_outcome) for the 'auto' text.")
   flags.DEFINE_string("host", "127.0.0.1", "Address to listen on.")
   flags.DEFINE_integer("port", 8000, "Port (0: any free port; the address is printed).")
-  cli.run(main, expected=(_pipeline.CheckpointError,))
+  cli.run(main, expected=(_api.CheckpointError,))

@@ -5,18 +5,18 @@
 What a short accelerator loan needs, with no dataset on disk and no TFDS, grain or TensorFlow: the data
 engine generates the train and test splits in memory (physics and rendering batched on the accelerator),
 stage 1 then stage 2 of the curriculum train for what is left of the budget, the model is evaluated against
-the baselines on the test split (kinemask_jax/evaluate.score), and DIR receives at most 8 files:
+the baselines on the test split (kinemask_jax/evaluation/score.py), and DIR receives at most 8 files:
 report.md, run.json (config, timings, data-engine figures, loss curves, metrics), samples.gif, samples.png
-and weights/ (config.json and bf16 npz shards, kinemask_jax/weights.py). The same command runs on a CPU at
+and weights/ (config.json and bf16 npz shards, kinemask_jax/store/weights.py). The same command runs on a CPU at
 tiny size in a minute (tests/test_express.py), so it is known to work before a loan comes.
 
-The learning rate warms up and then stays constant (the number of steps a budget buys is not known when
+Training runs the house's training loop (training/loop.py) in memory, under the budget. The learning rate
+warms up and then stays constant (the number of steps a budget buys is not known when
 the step compiles); the EMA of the parameters is what is evaluated and exported.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
@@ -30,7 +30,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from datagen import cli
-from kinemask_jax import data, media, sharding as shd, step as step_lib, text, train, weights
+from kinemask_jax.model import sharding as shd, text
+from kinemask_jax.sampling import media
+from kinemask_jax.store import weights
+from kinemask_jax.training import input_pipeline, loop, video
 
 
 class Clock:
@@ -65,53 +68,41 @@ def generate(data_cfg, split: str, num: int, backend: str | None, clock: Clock, 
 
 
 def raw_arrays(examples: list[dict], tokenizer: text.Tokenizer) -> dict:
-  """The raw training batch layout (kinemask_jax/data.py) of a list of examples, as device arrays."""
-  arrays = {k: np.stack([e[k] for e in examples]) for k in data.RAW_KEYS}
+  """The raw training batch layout (training/input_pipeline.py) of a list of examples, as device arrays."""
+  arrays = {k: np.stack([e[k] for e in examples]) for k in input_pipeline.RAW_KEYS}
   arrays["text_ids"], arrays["text_lengths"] = tokenizer.encode_batch([str(e["caption"]) for e in examples])
   return {k: jax.device_put(v) for k, v in arrays.items()}
 
 
-def train_stage(config, arrays: dict, seconds: float, init=None, clock: Clock | None = None) -> tuple:
-  """Trains one curriculum stage for `seconds` of steps (compile excluded) on random batches of `arrays`.
+class RandomBatches:
+  """Batches of `batch` examples drawn at random (with replacement, seeded) from arrays held on the device."""
 
-  init: (params, frozen, ema) to start from (stage 2 from stage 1). Returns (state, losses [(step, loss)],
-  steps, seconds per step, seconds to compile and run the first step).
-  """
-  begin = time.perf_counter()
+  def __init__(self, arrays: dict, batch: int, seed: int):
+    self._arrays, self._batch = arrays, batch
+    self._n = len(arrays["video"])
+    self._rng = np.random.default_rng(seed)
+    self._take = jax.jit(lambda a, idx: jax.tree.map(lambda x: x[idx], a))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return self._take(self._arrays, self._rng.integers(0, self._n, self._batch))
+
+
+def train_stage(config, arrays: dict, seconds: float, init=None, clock: Clock | None = None) -> loop.Result:
+  """Trains one curriculum stage for `seconds` of steps (compile excluded) on random batches of `arrays`,
+  with the training loop (training/loop.py) in memory. init: (params, frozen, ema) to start from (stage 2
+  from stage 1)."""
   mesh = shd.make_mesh(config.mesh.shape)
-  trainer = step_lib.Trainer(config, mesh, prepare=functools.partial(data.model_batch, config=config))
-  state = trainer.init(config.seed)
-  if init is not None:
+  stage_trainer = video.trainer(config, mesh, prepare=True)
+
+  def initial(state):
     params, frozen, ema = jax.tree.map(jax.numpy.copy, init)  # copies: the train step donates its state
-    state = state.replace(params=params, frozen=frozen, ema=ema)
-  n = len(arrays["video"])
-  rng = np.random.default_rng(config.seed + config.stage)
-  batch_fn = jax.jit(lambda a, idx: jax.tree.map(lambda x: x[idx], a))
-
-  def next_batch():
-    return batch_fn(arrays, rng.integers(0, n, config.batch_size))
-
-  batch = next_batch()
-  train_step = trainer.jit_step(state, batch)
-  state, metrics = train_step(state, batch)  # compiles
-  jax.block_until_ready(metrics["loss"])
-  losses, steps, pending = [], 1, []
-  start = time.perf_counter()
-  compile_s = start - begin
-  while time.perf_counter() - start < seconds:
-    state, metrics = train_step(state, next_batch())
-    steps += 1
-    pending.append((steps, metrics["loss"]))
-    if len(pending) == 25:  # fetching the losses also keeps the host from running far ahead of the device
-      losses.extend((s, float(v)) for s, v in jax.device_get(pending))
-      pending = []
-      if not np.isfinite(losses[-1][1]):
-        raise FloatingPointError(f"stage {config.stage}: loss {losses[-1][1]} at step {losses[-1][0]}")
-      if clock is not None and steps % 500 == 0:
-        log(clock, f"stage {config.stage}: step {steps}, loss {np.mean([l for _, l in losses[-25:]]):.4f}")
-  losses.extend((s, float(v)) for s, v in jax.device_get(pending))
-  elapsed = time.perf_counter() - start
-  return state, losses, steps, elapsed / max(steps - 1, 1), compile_s
+    return state.replace(params=params, frozen=frozen, ema=ema)
+  return loop.fit(config, stage_trainer, RandomBatches(arrays, config.batch_size, config.seed + config.stage), None,
+                  label=f"stage {config.stage}", initial=initial if init is not None else None, budget_s=seconds,
+                  sync_every=25, log=lambda m: log(clock, m) if clock is not None else None)
 
 
 def stage_configs(config):
@@ -119,8 +110,10 @@ def stage_configs(config):
   s2 = config.copy_and_resolve_references()
   s2.stage = 2
   s2.optim.decay_steps = 10**9
-  s1 = train.stage1_config(s2)
+  s1 = video.stage1_config(s2)
   s1.optim.decay_steps = 10**9
+  for c in (s1, s2):
+    c.train.log_every = 25  # the loop fetches the losses every 25 steps (and keeps the host close to the device)
   return s1, s2
 
 
@@ -128,8 +121,9 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
         backend: str | None, engine_batch: int, eval_minutes: float, data_seconds: float,
         attach: tuple[str, ...] = (), eval_batch: int = 16) -> dict:
   """The whole run; returns run.json's content (`attach`: text files copied into it, e.g. a benchmark log)."""
-  from kinemask_jax import evaluate, pipeline
   from configs import evaluate as eval_configs
+  from kinemask_jax.evaluation import report, score
+  from kinemask_jax.sampling import api
   clock = Clock(minutes)
   os.makedirs(out, exist_ok=True)
   info = dict(machine=f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
@@ -161,12 +155,13 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   # Each stage also compiles its step (not counted in its seconds): leave room for that.
   compile_guess = 0.1 * train_s
   first_s = max((train_s - 2 * compile_guess) * stage1_fraction, 2.0)
-  state1, losses1, steps1, sps1, compile1 = train_stage(s1, arrays, first_s, clock=clock)
+  r1 = train_stage(s1, arrays, first_s, clock=clock)
+  state1, losses1, steps1, sps1, compile1 = r1.state, r1.losses, r1.steps, r1.seconds_per_step, r1.compile_s
   log(clock, f"stage 1: {steps1} steps, {sps1 * 1e3:.1f} ms/step (compile {compile1:.0f} s), last loss "
              f"{losses1[-1][1]:.4f}")
   second_s = max(clock.left() - reserve - compile1, 2.0)
-  state2, losses2, steps2, sps2, compile2 = train_stage(
-      s2, arrays, second_s, init=(state1.params, state1.frozen, state1.ema), clock=clock)
+  r2 = train_stage(s2, arrays, second_s, init=(state1.params, state1.frozen, state1.ema), clock=clock)
+  state2, losses2, steps2, sps2, compile2 = r2.state, r2.losses, r2.steps, r2.seconds_per_step, r2.compile_s
   log(clock, f"stage 2: {steps2} steps, {sps2 * 1e3:.1f} ms/step (compile {compile2:.0f} s), last loss "
              f"{losses2[-1][1]:.4f}")
   info["train"] = dict(stage1=dict(steps=steps1, ms_per_step=round(sps1 * 1e3, 2), batch=s1.batch_size,
@@ -180,19 +175,19 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
                        extra=dict(stage1_steps=steps1, stage2_steps=steps2, machine=info["machine"]))
   log(clock, f"exported {len(files)} weight files")
 
-  pipe = pipeline.KineMaskPipeline(s2, state2.ema, state2.frozen, steps2)
-  stage1_pipe = pipeline.KineMaskPipeline(s1, state1.ema, state1.frozen, steps1)
+  pipe = api.KineMaskPipeline(s2, state2.ema, state2.frozen, steps2)
+  stage1_pipe = api.KineMaskPipeline(s1, state1.ema, state1.frozen, steps1)
   eval_cfg = eval_configs.get_config()
   eval_cfg.ablations.stage1_only = ""
   eval_cfg.num_strips = 3
   eval_cfg.batch_size = eval_batch
   scratch = tempfile.mkdtemp()
-  result = evaluate.score(eval_cfg, pipe, test, scratch, f"express run ({config.size}, {minutes} min)",
+  result = score.score(eval_cfg, pipe, test, scratch, f"express run ({config.size}, {minutes} min)",
                           extra={"stage 1 only": stage1_pipe})
   info["eval"] = result
   shutil.copy(os.path.join(scratch, "report.md"), os.path.join(out, "report.md"))
   shutil.copy(os.path.join(scratch, "eval", "samples.png"), os.path.join(out, "samples.png"))
-  videos = pipe.generate(*[list(x) for x in zip(*[evaluate.generation_inputs(e) for e in test[:4]])], prompt=None).video
+  videos = pipe.generate(*[list(x) for x in zip(*[score.generation_inputs(e) for e in test[:4]])], prompt=None).video
   top = np.concatenate(list(videos), axis=2)
   bottom = np.concatenate([np.asarray(e["video"]) for e in test[:4]], axis=2)
   media.save_gif(os.path.join(out, "samples.gif"), np.concatenate([top, bottom], axis=1), config.data.fps,
@@ -201,7 +196,7 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   with open(os.path.join(out, "run.json"), "w") as f:
     json.dump(info, f, indent=1, default=float)
   log(clock, f"done: {out}")
-  print(evaluate.table(result["results"]), flush=True)
+  print(report.table(result["results"]), flush=True)
   return info
 
 
@@ -219,7 +214,7 @@ def main(argv) -> None:
     raise cli.UsageError(f"--stage1_fraction: must lie in (0, 1), got {FLAGS.stage1_fraction}")
   if FLAGS.eval_minutes >= FLAGS.minutes:
     raise cli.UsageError(f"--eval_minutes: must be less than --minutes={FLAGS.minutes}, got {FLAGS.eval_minutes}")
-  train.validate_config(_CONFIG.value)
+  video.validate_config(_CONFIG.value)
   run(_CONFIG.value, FLAGS.out, FLAGS.minutes, FLAGS.num_train, FLAGS.num_test, FLAGS.stage1_fraction,
       FLAGS.backend, FLAGS.engine_batch, FLAGS.eval_minutes, FLAGS.data_seconds, tuple(FLAGS.attach or ()),
       FLAGS.eval_batch)

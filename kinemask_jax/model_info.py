@@ -12,7 +12,7 @@ from kinemask_jax.model import cost
 
 def main(argv: list[str]) -> None:
   sizes = argv or list(model_configs.SIZES)
-  rows = [cost.describe(model_configs.get_config(s)) for s in sizes]
+  rows = [cost.size_summary(model_configs.get_config(s)) for s in sizes]
   print(cost.format_table(rows))
 
 

@@ -2,7 +2,7 @@
 --image=IMG --point=x,y --velocity=vx,vy --out=OUT.gif`.
 
 The object to push is given by a mask PNG (--mask, nonzero = object) or by a point on it (--point, segmented
-by colour flood fill: kinemask_jax.pipeline.mask_from_point). The velocity is in m/s in the camera frame
+by colour flood fill: kinemask_jax.api.mask_from_point). The velocity is in m/s in the camera frame
 (--velocity=right,down[,forward]) or an arrow in image pixels (--arrow=dx,dy: where the object would be one
 second later). The text is --prompt, by default "auto": the outcome predictor of --describer describes what
 will happen. Writes the GIF, optionally an MP4 (--mp4), and a strip PNG of the frames with the velocity
@@ -59,13 +59,13 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
         seed: int = 0, step: int | None = None, mp4: str | None = None, strip_path: str | None = None,
         describer: str | None = None, pretrained: str | None = None):
   """The command's work (flags as arguments); returns the GenerationResult."""
-  from kinemask_jax import media, pipeline
-  from kinemask_jax.units import Units
+  from kinemask_jax.sampling import api, media
+  from kinemask_jax.sampling.units import Units
   # Every flag is checked before the weights load.
   if (workdir is None) == (pretrained is None):
     raise cli.UsageError("give exactly one of --workdir and --pretrained")
-  if pretrained is not None and pretrained not in pipeline.pretrained_names():
-    raise cli.UsageError(f"--pretrained={pretrained}: no such shipped weights; shipped: {pipeline.pretrained_names()}")
+  if pretrained is not None and pretrained not in api.pretrained_names():
+    raise cli.UsageError(f"--pretrained={pretrained}: no such shipped weights; shipped: {api.pretrained_names()}")
   if (mask_path is None) == (point is None):
     raise cli.UsageError("give exactly one of --mask and --point")
   if (velocity is None) == (arrow is None):
@@ -83,26 +83,26 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
   else:
     x, y = _numbers("point", point, (2,))
     try:
-      mask = pipeline.mask_from_point(image, int(x), int(y))
-    except pipeline.InputError as e:
+      mask = api.mask_from_point(image, int(x), int(y))
+    except api.InputError as e:
       raise cli.UsageError(f"--point={point}: {e}")
   strip_path = strip_path or os.path.splitext(out)[0] + ".png"
   for flag, path in (("out", out), ("mp4", mp4), ("strip", strip_path)):  # after the inputs: a bad one makes no folder
     if path:
       _writable(flag, path)
-  units = Units(pipeline.model_config(pretrained, workdir, step))  # the config alone: no weights yet
+  units = Units(api.model_config(pretrained, workdir, step))  # the config alone: no weights yet
   if arrow_px is not None:
     ys, xs = np.nonzero(mask)
     start = (xs.mean(), ys.mean())
     vel = units.velocity_from_arrow(start, (start[0] + arrow_px[0], start[1] + arrow_px[1]), image.shape[:2])
   try:
     units.check_velocity(vel)
-  except pipeline.InputError as e:
+  except api.InputError as e:
     raise cli.UsageError(f"--{'arrow' if arrow_px is not None else 'velocity'}: {e}")
   if pretrained is not None:
-    pipe = pipeline.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
+    pipe = api.KineMaskPipeline.from_pretrained(pretrained, describer=describer)
   else:
-    pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
+    pipe = api.KineMaskPipeline.from_checkpoint(workdir, step, describer=describer)
   print(f"checkpoint step {pipe.step}; object of {int(mask.sum())} pixels; velocity "
         f"{[round(float(x), 3) for x in pipe.complete_velocity(vel)]} m/s (camera frame)", flush=True)
   result = pipe.generate(image, mask, vel, prompt=prompt or None, num_steps=num_steps, seed=seed)
@@ -121,7 +121,7 @@ def run(workdir: str, image_path: str, out: str, mask_path: str | None = None, p
 def strip_with_arrows(pipe, result, target_height: int = 128) -> np.ndarray:
   """The input image with each object's velocity arrow (its displacement in one second, shortened to fit),
   then the frames."""
-  from kinemask_jax import media
+  from kinemask_jax.sampling import media
   scale = max(1, target_height // result.video.shape[1])
   first = media.upscale(result.first_frame, scale)
   arrows = [np.array(pipe.arrow_from_velocity(v)) for v in result.velocities]
@@ -151,7 +151,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("velocity", None, "right,down[,forward] in m/s, camera frame.")
   flags.DEFINE_string("arrow", None, "dx,dy in image pixels: the object's displacement in one second.")
   flags.DEFINE_string("prompt", "auto", "Scene description; 'auto': the --describer's prediction; '': none.")
-  flags.DEFINE_string("describer", None, "Outcome-predictor workdir (kinemask_jax.describe) for --prompt=auto.")
+  flags.DEFINE_string("describer", None, "Outcome-predictor workdir (kinemask_jax.train_outcome) for --prompt=auto.")
   flags.DEFINE_integer("num_steps", None, "Sampler steps (default: the checkpoint's config).")
   flags.DEFINE_integer("seed", 0, "Noise seed.")
   flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
@@ -161,5 +161,5 @@ def _define_flags() -> None:
 
 
 if __name__ == "__main__":
-  from kinemask_jax import pipeline as _pipeline
-  cli.run(main, expected=(_pipeline.InputError, _pipeline.CheckpointError), define=_define_flags)
+  from kinemask_jax.sampling import api as _api
+  cli.run(main, expected=(_api.InputError, _api.CheckpointError), define=_define_flags)

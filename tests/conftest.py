@@ -28,12 +28,12 @@ def tiny_dataset(tmp_path_factory):
 def tiny_checkpoint(tiny_dataset, tmp_path_factory):
   """A tiny stage-2 workdir trained for 2 steps on the session's tiny dataset (API and evaluation tests)."""
   from configs import stage2
-  from kinemask_jax import train
+  from kinemask_jax.training import video
   workdir = str(tmp_path_factory.mktemp("tiny_run"))
   c = stage2.get_config("tiny")
   c.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
   c.train.update(dict(steps=2, log_every=1, checkpoint_every=2, sample_every=0, stage1_steps=0))
-  train.train_and_evaluate(c, workdir)
+  video.train_and_evaluate(c, workdir)
   return workdir
 
 
@@ -54,11 +54,11 @@ def tiny_examples(tiny_dataset):
 @pytest.fixture(scope="session")
 def tiny_describer(tiny_dataset, tmp_path_factory):
   """An outcome predictor trained to fit the session's 6 tiny train videos; returns (workdir, test scores)."""
-  from configs import describe as describe_configs
-  from kinemask_jax import describe
+  from configs import outcome as outcome_configs
+  from kinemask_jax.training import outcome as training
   workdir = str(tmp_path_factory.mktemp("tiny_describer"))
-  c = describe_configs.get_config("tiny")
+  c = outcome_configs.get_config("tiny")
   c.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
   c.batch_size = 6
   c.train.update(steps=200, log_every=50, checkpoint_every=100)
-  return workdir, describe.train_and_evaluate(c, workdir)
+  return workdir, training.train_and_evaluate(c, workdir)

@@ -14,7 +14,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import model as model_configs  # noqa: E402
-from kinemask_jax import conditioning, sharding as shd, step as step_lib, text  # noqa: E402
+from kinemask_jax.model import conditioning, sharding as shd, text
+from kinemask_jax.training import video as video_training  # noqa: E402
+
+VOCABULARY = model_configs.get_config("tiny").model.text.vocabulary  # the caption grammar's words
 
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 
@@ -25,7 +28,7 @@ def main():
   cfg.model.text.update(depth=1, max_len=16)
   b, t, h, w = 8, 4, 16, 16
   rng = np.random.default_rng(0)
-  ids, lens = text.Tokenizer(16).encode_batch(["a red cube slides to the left", "a ball", "", "the blue cylinder"] * 2)
+  ids, lens = text.Tokenizer(16, VOCABULARY).encode_batch(["a red cube slides to the left", "a ball", "", "the blue cylinder"] * 2)
   video = jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32)
   cond = conditioning.Condition(video[:, 0], jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
                                 jnp.asarray(rng.integers(0, 2, (b, t)), jnp.float32), jnp.asarray(ids),
@@ -33,7 +36,7 @@ def main():
   batch = dict(video=video, cond=cond)
   key = jax.random.key(7)
 
-  single = step_lib.Trainer(cfg)
+  single = video_training.trainer(cfg)
   state = single.init(0)
   # Random values everywhere, so that no gradient is zero because of zero initialisation.
   leaves, treedef = jax.tree.flatten(state.params)
@@ -45,7 +48,7 @@ def main():
 
   results = {"devices": jax.device_count(), "loss": float(loss0), "meshes": {}}
   for shape in MESHES:
-    trainer = step_lib.Trainer(cfg, shd.make_mesh(shape))
+    trainer = video_training.trainer(cfg, shd.make_mesh(shape))
     fresh = trainer.init(0)
     init_diff = max(float(jnp.abs(a - c).max()) for a, c in zip(jax.tree.leaves(fresh.params),
                                                                 jax.tree.leaves(single.init(0).params)))

@@ -8,12 +8,16 @@ from flax import nnx
 
 from configs import model as model_configs
 from configs import train as train_configs
-from kinemask_jax import conditioning, data, diffusion, pipeline, step as step_lib, text
+from kinemask_jax.model import conditioning, diffusion, text
+from kinemask_jax.training import curriculum, input_pipeline, video
+from kinemask_jax.sampling import api as sampling_api
 from kinemask_jax.model import VideoDiT
+
+VOCABULARY = model_configs.get_config("tiny").model.text.vocabulary  # the caption grammar's words
 
 
 def _raw(examples, tokenizer):
-  raw = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in data.RAW_KEYS}
+  raw = {k: jnp.asarray(np.stack([e[k] for e in examples])) for k in input_pipeline.RAW_KEYS}
   ids, lengths = tokenizer.encode_batch([e["caption"] for e in examples])
   raw["text_ids"], raw["text_lengths"] = jnp.asarray(ids), jnp.asarray(lengths)
   return raw
@@ -21,14 +25,14 @@ def _raw(examples, tokenizer):
 
 def test_training_batch_with_k1_and_the_api_build_the_same_condition(tiny_examples):
   config = train_configs.get_config("tiny", stage=2)
-  state = step_lib.Trainer(config).init(0)
-  pipe = pipeline.KineMaskPipeline(config, state.ema, state.frozen)
+  state = video.trainer(config).init(0)
+  pipe = sampling_api.KineMaskPipeline(config, state.ema, state.frozen)
   examples = [e for e in tiny_examples if e["moving_at_start"].any()][:3]
   raw = _raw(examples, pipe.tokenizer)
   train = conditioning.from_truth(raw, 1, config.conditioning.v_max_mps)
-  # What the train step sees with k = 1 and no guidance dropout goes through data.model_batch.
+  # What the train step sees with k = 1 and no guidance dropout goes through curriculum.model_batch.
   config.curriculum.update(floor_prob=1.0, drop_text_prob=0.0, drop_mask_prob=0.0)
-  batch, _ = data.model_batch(raw, 0, jax.random.key(0), config)
+  batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
   for i, e in enumerate(examples):
     k = int(np.argmax(e["moving_at_start"]))
     api = pipe.condition(e["video"][0], e["instance_ids"][0] == k + 1, e["velocity_cam"][0, k], e["caption"])
@@ -55,7 +59,7 @@ def _still_video(b=2, t=4, h=8, w=8, seed=0):
   rng = np.random.default_rng(seed)
   first = rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32)
   video = np.repeat(first[:, None], t, axis=1)
-  ids, lengths = text.Tokenizer(8).encode_batch([""] * b)
+  ids, lengths = text.Tokenizer(8, VOCABULARY).encode_batch([""] * b)
   cond = conditioning.Condition(jnp.asarray(first), jnp.zeros((b, t, h, w, 3)), jnp.zeros((b, t)),
                                 jnp.asarray(ids), jnp.asarray(lengths))
   return jnp.asarray(video), cond

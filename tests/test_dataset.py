@@ -4,12 +4,14 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
+from configs import data as data_configs
 from datagen import captions
 from datagen import engine
 from datagen import generate
 from datagen import kinemask_synth
-from datagen import scenes
+from datagen import palette, scenes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,7 +67,7 @@ def test_examples_follow_the_contract(tiny_dataset):
     caption = ex["caption"].decode()
     assert caption[0].isupper() and caption.endswith(".")
     # the caption's first object is the controlled one, named by the palette entry nearest its RGB
-    names = scenes.color_names(ex["color"][: int(ex["num_objects"])])
+    names = palette.color_names(ex["color"][: int(ex["num_objects"])])
     assert captions.parse_caption(caption, names).mover == mover, (caption, names)
 
 
@@ -86,7 +88,7 @@ def test_events_and_caption_agree(tiny_cfg):
     rows = ex["collisions"][ex["collisions"][:, 0] >= 0]
     mover = int(np.flatnonzero(ex["moving_at_start"])[0]) + 1
     hits = [int(b if a == mover else a) for _, a, b in rows if mover in (a, b)]
-    names = scenes.color_names(ex["color"][: int(ex["num_objects"])])
+    names = palette.color_names(ex["color"][: int(ex["num_objects"])])
     outcome = captions.parse_caption(ex["caption"], names)
     # The caption names the objects the mover hits, in the order of the collision events.
     assert [k + 1 for k in outcome.hits] == hits, (ex["caption"], hits)
@@ -176,22 +178,23 @@ def test_a_dataset_knows_the_config_it_was_built_from(tiny_dataset, tmp_path):
   """The data config is stored with the dataset; a trainer or an evaluation asking for other data is told
   which fields differ, and an evaluation never generates a missing dataset unless asked to."""
   from configs import stage2
-  from kinemask_jax import data, evaluate
+  from datagen import datasets
+  from kinemask_jax.evaluation import score
   stored = generate.stored_config(tiny_dataset)
   assert stored["name"] == "tiny" and stored["scene"]["max_objects"] == 6
   config = stage2.get_config("tiny")
   config.data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
   config.data.batch_size = 3  # how the engine batches scenes: not what the dataset holds
-  assert data.ensure_dataset(config) == tiny_dataset
+  assert datasets.ensure_dataset(config) == tiny_dataset
   config.data.scene.max_objects = 4
   config.data.render.ambient = 0.5
   with pytest.raises(generate.DatasetMismatch, match=r"render\.ambient: dataset 0\.35, asked 0\.5; scene\.max_objects: dataset 6, asked 4"):
-    data.ensure_dataset(config)
+    datasets.ensure_dataset(config)
   with pytest.raises(generate.DatasetMismatch, match=r"render\.ambient: dataset 0\.35, asked 0\.5"):
-    evaluate.load_examples(config, "test", 1)
+    score.load_examples(config, "test", 1)
   config.data_dir = str(tmp_path / "none")
-  with pytest.raises(evaluate.DatasetMissing, match="generate_missing=True"):
-    evaluate.load_examples(config, "test", 1)
+  with pytest.raises(score.DatasetMissing, match="generate_missing=True"):
+    score.load_examples(config, "test", 1)
   assert not os.path.exists(tmp_path / "none")
 
 
@@ -206,3 +209,26 @@ def test_a_second_generator_on_the_same_dataset_stops_without_touching_it(tiny_c
   unfinished.rmdir()
   tiny_cfg.batch_size = 4
   assert os.path.exists(os.path.join(generate.generate(tiny_cfg, out, 2, backend="c"), "metadata.json"))
+
+
+def test_tfds_entry_points_find_the_built_dataset(tiny_dataset, tmp_path):
+  """After `import datagen.kinemask_synth`, tfds.builder / tfds.load / tfds.data_source find a dataset that
+  datagen.generate wrote, by name and size; the generation parameters are its BuilderConfig; an edited data
+  config reads back with its own features."""
+  data_dir = os.path.dirname(os.path.dirname(os.path.dirname(tiny_dataset)))
+  builder = tfds.builder("kinemask_synth/tiny", data_dir=data_dir)
+  assert isinstance(builder.builder_config, kinemask_synth.KinemaskSynthConfig)
+  assert builder.builder_config.data_config.num_frames == 8 and builder.builder_config.num_train == 2048
+  assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 6, "validation": 1, "test": 1}
+  source = tfds.builder_from_directory(tiny_dataset).as_data_source("train")
+  via_tf = next(iter(tfds.load("kinemask_synth/tiny", data_dir=data_dir, split="train")))
+  np.testing.assert_array_equal(via_tf["video"].numpy(), source[0]["video"])
+  assert via_tf["caption"].numpy() == source[0]["caption"]
+  assert len(tfds.data_source("kinemask_synth/tiny", data_dir=data_dir, split="train")) == 6
+  # An edited data config is a variant of its size: same name and folder, its own features.
+  cfg = data_configs.get_config("tiny")
+  cfg.scene.max_objects = 4
+  generate.generate(cfg, str(tmp_path), 2, backend="c")
+  variant = tfds.builder("kinemask_synth/tiny", data_dir=str(tmp_path))
+  assert variant.info.features["shape"].shape == (4,)
+  assert variant.as_data_source("train")[1]["shape"].shape == (4,)

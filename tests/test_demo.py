@@ -78,13 +78,13 @@ def _post(server, path, body):
 def _object_pixel(server, scene_id: str, image: np.ndarray):
   """A pixel of the scene's largest object that the server's selection accepts (an engine scene refuses
   the table and background)."""
-  from kinemask_jax import pipeline
+  from kinemask_jax.sampling import api
   candidates = []
   for y in range(image.shape[0]):
     for x in range(image.shape[1]):
       try:
-        candidates.append((int(pipeline.mask_from_point(image, x, y).sum()), x, y))
-      except pipeline.InputError:
+        candidates.append((int(api.mask_from_point(image, x, y).sum()), x, y))
+      except api.InputError:
         continue
   for _, x, y in sorted(candidates, reverse=True):
     if _post(server, "/api/select", {"scene_id": scene_id, "x": x, "y": y})[0] == 200:

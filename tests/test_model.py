@@ -12,8 +12,11 @@ from flax import nnx
 from configs import data as data_configs
 from configs import model as model_configs
 from datagen import captions, scenes
-from kinemask_jax import conditioning, diffusion, step as step_lib, text, velocity_mask as vm
+from kinemask_jax.model import conditioning, diffusion, text, velocity_mask as vm
+from kinemask_jax.training import trainer as step_lib, video
 from kinemask_jax.model import cost, dit
+
+VOCABULARY = model_configs.get_config("tiny").model.text.vocabulary  # the caption grammar's words
 
 B, T, H, W = 2, 8, 32, 32
 
@@ -34,7 +37,7 @@ def make_batch(seed=0, b=B, t=T, h=H, w=W, smooth=True):
     video[i, f, ..., i % 3] += 1.2 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 20.0)
   if not smooth:
     video = rng.uniform(-1, 1, video.shape).astype(np.float32)
-  ids, lens = text.Tokenizer(64).encode_batch(["a red ball rolls to the right and hits a blue cube"] * b)
+  ids, lens = text.Tokenizer(64, VOCABULARY).encode_batch(["a red ball rolls to the right and hits a blue cube"] * b)
   video = jnp.asarray(video)
   cond = conditioning.Condition(video[:, 0], jnp.asarray(rng.uniform(-1, 1, (b, t, h, w, 3)), jnp.float32),
                                 jnp.ones((b, t)), jnp.asarray(ids), jnp.asarray(lens))
@@ -58,7 +61,7 @@ def perturb(state, scale=0.05, seed=0, skip=lambda path: False):
 # --- text ---------------------------------------------------------------------------------------------------
 
 def test_tokenizer_covers_every_caption_word_and_maps_unknown_words():
-  tok = text.Tokenizer(64)
+  tok = text.Tokenizer(64, VOCABULARY)
   cfg = data_configs.get_config("tiny")
   rng = np.random.default_rng(0)
   for seed in range(30):
@@ -74,10 +77,10 @@ def test_tokenizer_covers_every_caption_word_and_maps_unknown_words():
       assert tok.decode(ids, length) == " ".join(text.words(caption))
   ids, length = tok.encode("A zebra hits the red cube!")
   assert length == 7 and ids[0] == 1 and ids[2] == tok.unk_id and (ids[length:] == 0).all()
-  ids, length = text.Tokenizer(4).encode("a red cube slides to the left")
+  ids, length = text.Tokenizer(4, VOCABULARY).encode("a red cube slides to the left")
   assert length == 4 and ids.shape == (4,)
   with pytest.raises(ValueError, match="max_len"):
-    text.Tokenizer(1)
+    text.Tokenizer(1, VOCABULARY)
 
 
 # --- velocity masks -----------------------------------------------------------------------------------------
@@ -281,7 +284,7 @@ def test_readme_model_table_is_what_model_info_prints():
   """The README's size table is regenerated from kinemask_jax.model_info, never edited by hand."""
   import os
   from configs import model as model_configs
-  rows = [cost.describe(model_configs.get_config(s)) for s in model_configs.SIZES]
+  rows = [cost.size_summary(model_configs.get_config(s)) for s in model_configs.SIZES]
   readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
   assert cost.format_table(rows) in readme
 
@@ -306,7 +309,7 @@ def test_overfits_one_batch():
   """A tiny model memorises one batch (fixed noise and times): the loss falls at least 10x."""
   cfg = tiny()
   cfg.optim.update(learning_rate=3e-3, warmup_steps=10, decay_steps=110, weight_decay=0.0)
-  trainer = step_lib.Trainer(cfg)
+  trainer = video.trainer(cfg)
   state = trainer.init(0)
   batch, rng = make_batch(), jax.random.key(1)
   opt = step_lib.make_optimizer(cfg.optim)
@@ -328,7 +331,7 @@ def test_overfits_one_batch():
 def test_train_step_updates_state_and_freeze_backbone_trains_only_the_controlnet():
   batch = make_batch()
   for freeze in (False, True):
-    trainer = step_lib.Trainer(tiny(freeze_backbone=freeze))
+    trainer = video.trainer(tiny(freeze_backbone=freeze))
     state = trainer.init(0)
     if freeze:  # as if the backbone were pretrained: a zero final layer would pass no gradient back
       state = state.replace(frozen=perturb(state.frozen))
@@ -354,7 +357,7 @@ def test_train_step_updates_state_and_freeze_backbone_trains_only_the_controlnet
 
 
 def test_non_finite_step_leaves_the_state_unchanged():
-  trainer = step_lib.Trainer(tiny())
+  trainer = video.trainer(tiny())
   state = trainer.init(0)
   batch = make_batch()
   batch["video"] = batch["video"].at[0, 1, 0, 0, 0].set(jnp.nan)
@@ -377,7 +380,7 @@ def test_bf16_compute_and_rematerialisation():
   assert rel < 3e-2, rel
 
   def grads(remat):
-    trainer = step_lib.Trainer(tiny(remat=remat))
+    trainer = video.trainer(tiny(remat=remat))
     s = trainer.init(0)
     return trainer.jit_loss_and_grads(s, batch)(s, batch, jax.random.key(0))
   (l0, g0), (l1, g1) = grads(False), grads(True)

@@ -3,7 +3,7 @@ import pytest
 
 from datagen import mjcf
 from datagen import physics
-from datagen import scenes
+from datagen import scenes, shapes
 
 
 def test_c_engine_is_deterministic(tiny_cfg):
@@ -16,9 +16,9 @@ def test_c_engine_is_deterministic(tiny_cfg):
 def test_analytic_inertia_matches_mujoco():
   """Our explicit inertials (used by both backends) against MuJoCo's own from the geom shape."""
   import mujoco
-  for shape, size, geom in [(scenes.BOX, (0.03, 0.05, 0.04), 'type="box" size="0.03 0.05 0.04"'),
-                            (scenes.SPHERE, (0.04,) * 3, 'type="sphere" size="0.04"'),
-                            (scenes.CYLINDER, (0.03, 0.03, 0.06), 'type="cylinder" size="0.03 0.06"')]:
+  for shape, size, geom in [(shapes.BOX, (0.03, 0.05, 0.04), 'type="box" size="0.03 0.05 0.04"'),
+                            (shapes.SPHERE, (0.04,) * 3, 'type="sphere" size="0.04"'),
+                            (shapes.CYLINDER, (0.03, 0.03, 0.06), 'type="cylinder" size="0.03 0.06"')]:
     xml = f'<mujoco><worldbody><body><freejoint/><geom {geom} mass="0.7"/></body></worldbody></mujoco>'
     model = mujoco.MjModel.from_xml_string(xml)
     np.testing.assert_allclose(sorted(mjcf.object_inertia(shape, np.array(size), 0.7)),

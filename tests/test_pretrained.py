@@ -5,7 +5,8 @@ tracker, data engine) turns this red."""
 import numpy as np
 
 from datagen import engine
-from kinemask_jax import KineMaskPipeline, baselines, evaluate, metrics
+from kinemask_jax import KineMaskPipeline
+from kinemask_jax.evaluation import baselines, metrics, score
 
 NUM_SCENES = 24
 
@@ -13,8 +14,8 @@ NUM_SCENES = 24
 def test_shipped_tiny_weights_beat_copying_the_first_frame():
   pipe = KineMaskPipeline.from_pretrained("tiny")
   examples = [e for e in engine.generate_split("test", 2 * NUM_SCENES, pipe.config.data, "c")
-              if evaluate.controlled_objects(e)][:NUM_SCENES]
-  inputs = [evaluate.generation_inputs(e) for e in examples]
+              if score.controlled_objects(e)][:NUM_SCENES]
+  inputs = [score.generation_inputs(e) for e in examples]
   videos = pipe.generate([i[0] for i in inputs], [i[1] for i in inputs], [i[2] for i in inputs], prompt=None,
                          seed=0).video
   threshold = 0.04 * pipe.video_shape[2]

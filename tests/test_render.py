@@ -9,7 +9,7 @@ import pytest
 
 from datagen import mjcf
 from datagen import render
-from datagen import scenes
+from datagen import scenes, shapes
 
 
 def _render_still(scene, cfg):
@@ -24,7 +24,7 @@ def _single_sphere(cfg, seed, centre, radius):
   n = s.shape.shape[0]
   one = lambda a, v: np.concatenate([np.asarray(v, a.dtype)[None], np.zeros_like(a[1:])])
   return dataclasses.replace(
-      s, num_objects=1, shape=one(s.shape, scenes.SPHERE), size=one(s.size, [radius] * 3),
+      s, num_objects=1, shape=one(s.shape, shapes.SPHERE), size=one(s.size, [radius] * 3),
       position=one(s.position, centre), yaw_rad=np.zeros(n, np.float32), color=one(s.color, [200, 30, 30]))
 
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from configs import evaluate as evaluate_configs
-from kinemask_jax import CheckpointError, InputError, KineMaskPipeline, evaluate, mask_from_point, sample
+from kinemask_jax import CheckpointError, InputError, KineMaskPipeline, mask_from_point, sample
+from kinemask_jax.evaluation import score
 
 STEPS = 2  # sampler steps: the tests check plumbing, not quality
 
@@ -264,7 +265,7 @@ def test_evaluate_writes_a_report_for_every_method(tiny_checkpoint, tmp_path):
   config.update(num=2, batch_size=4, num_steps=STEPS, num_strips=1)
   config.causality.update(num=1, speeds_mps=(0.6, 1.4))
   config.ablations.no_velocity = tiny_checkpoint  # any video-model workdir exercises the ablation path
-  out = evaluate.evaluate(config, tiny_checkpoint, str(tmp_path))
+  out = score.evaluate(config, tiny_checkpoint, str(tmp_path))
   names = list(out["results"])
   assert names == ["simulator (reference)", "KineMask", "no text", "no velocity", "copy first frame",
                    "constant velocity"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kinemask_jax import sharding as shd
+from kinemask_jax.model import sharding as shd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from kinemask_jax import baselines, metrics, tracking
+from datagen import truth as truth_lib
+from kinemask_jax.evaluation import baselines, metrics, tracking
 
 
 def test_tracker_recovers_simulator_centroids_and_areas(tiny_examples):
   errors, area_errors, missed, shown = [], [], 0, 0
   for e in tiny_examples:
     n = int(e["num_objects"])
-    masks = tracking.masks_from_ids(e["instance_ids"][0], n)
+    masks = truth_lib.masks_from_ids(e["instance_ids"][0], n)
     tr = tracking.track(e["video"], masks)
     vis = e["visible"][:, :n] & masks.any((1, 2))[None]  # tracked from frame 0, so visible there
     missed += int((vis & ~tr.found).sum())
@@ -27,7 +28,7 @@ def test_tracker_recovers_simulator_centroids_and_areas(tiny_examples):
 
 def test_tracker_reads_colours_from_the_reference_frame(tiny_examples):
   e = tiny_examples[0]
-  masks = tracking.masks_from_ids(e["instance_ids"][0], int(e["num_objects"]))
+  masks = truth_lib.masks_from_ids(e["instance_ids"][0], int(e["num_objects"]))
   grey = np.full_like(e["video"], 128)
   assert not tracking.track(grey, masks, e["video"][0]).found.any()
   assert tracking.track(e["video"], masks, e["video"][0]).found[0].all()
@@ -84,7 +85,7 @@ def test_constant_velocity_moves_the_pushed_object_along_its_velocity(tiny_examp
       continue
     video = baselines.constant_velocity(e, fps)
     du, dv = baselines.image_velocity_px(e, k, e["velocity_cam"][0, k])
-    tr = tracking.track(video, tracking.masks_from_ids(e["instance_ids"][0], int(e["num_objects"])))
+    tr = tracking.track(video, truth_lib.masks_from_ids(e["instance_ids"][0], int(e["num_objects"])))
     t = 2
     if not tr.found[t, k]:
       continue
@@ -111,8 +112,37 @@ def test_an_object_lost_in_the_video_costs_the_image_width(tiny_examples):
     k = ks[0]
     video = np.array(e["video"])
     video[e["instance_ids"] == k + 1] = (128, 128, 128)  # painted over in every frame
-    curve = metrics.score_video(video, e, 1.0)["motion_curve"]
+    curve = metrics.score_video(video, e, 1.0)["motion_error_px"]
     shown = e["visible"][:, k]
     assert np.all(curve[shown] == video.shape[2]), (curve, shown)
     checked += 1
   assert checked >= 2
+
+
+def test_a_registered_metric_reaches_scores_summary_table_and_report(tiny_examples, tmp_path):
+  """One entry in the metric table (plus its implementation) is all a new metric takes."""
+  from kinemask_jax.evaluation import report
+  metric = metrics.Metric("brightness_change", "brightness Δ", "{:.1f}", "Brightness Δ: how far the mean grey "
+                          "level of frames 1.. is from frame 0's.", False,
+                          per_video=lambda c: float(abs(c.video[1:].mean() - c.video[0].mean())),
+                          pool=lambda values: float(np.mean(values)))
+  metrics.register(metric)
+  try:
+    e = tiny_examples[0]
+    still = baselines.copy_first_frame(e)
+    dark = still.copy()
+    dark[1:] //= 2
+    scores = [metrics.score_video(v, e, 1.0) for v in (still, dark)]
+    assert scores[0]["brightness_change"] == 0.0 < scores[1]["brightness_change"]
+    summary = metrics.summarize(scores)
+    assert summary["brightness_change"] == pytest.approx(scores[1]["brightness_change"] / 2)
+    assert "brightness Δ ↓" in report.table({"a method": summary}).splitlines()[0]
+    meta = dict(workdir="w", checkpoint_step=0, split="test", examples=2, video=[8, 32, 32, 3], speeds_mps=[0.5, 1.0],
+                causality_examples=0, move_threshold_px=1.0, prompt="none", num_steps=1, machine="m", seconds=0.0,
+                date="today")
+    summary.update(causality_rho=0.0, causality_displacement_px=[0.0, 0.0])
+    path = report.write_report(str(tmp_path), {"a method": summary}, meta, {"a method": [e["video"]]}, [e])
+    assert "Brightness Δ: how far the mean grey level" in open(path).read()
+  finally:
+    metrics.unregister("brightness_change")
+  assert "brightness_change" not in metrics.score_video(e["video"], e, 1.0)

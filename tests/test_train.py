@@ -15,7 +15,8 @@ import pytest
 
 from configs import stage1, stage2
 from datagen import cli
-from kinemask_jax import checkpoint as ckpt_lib, curriculum, data, train
+from kinemask_jax.store import checkpoints as ckpt_lib
+from kinemask_jax.training import curriculum, input_pipeline, video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,10 +63,10 @@ def test_curriculum_schedule():
 
 def test_model_batch_applies_masks_curriculum_and_dropout(tiny_dataset):
   config = tiny_config(2, data_dir_of(tiny_dataset))
-  raw = {k: jnp.asarray(v) for k, v in data.first_examples(config, "train", 6).items()}
+  raw = {k: jnp.asarray(v) for k, v in input_pipeline.first_examples(config, "train", 6, input_pipeline.video_decode(config)).items()}
   assert raw["video"].shape == (6, 8, 32, 32, 3) and raw["text_ids"].shape == (6, 64)
   config.curriculum.update(floor_prob=0.0, drop_text_prob=0.0, drop_mask_prob=0.0)
-  batch, metrics = data.model_batch(raw, 2, jax.random.key(0), config)  # halfway: k = ceil(8 - 7/2) = 5
+  batch, metrics = curriculum.model_batch(raw, 2, jax.random.key(0), config)  # halfway: k = ceil(8 - 7/2) = 5
   assert float(metrics["curriculum_k"]) == 5
   np.testing.assert_array_equal(batch["cond"].mask_present, np.repeat([[1] * 5 + [0] * 3], 6, axis=0))
   mask = np.asarray(batch["cond"].velocity_mask)
@@ -78,7 +79,7 @@ def test_model_batch_applies_masks_curriculum_and_dropout(tiny_dataset):
   assert (owner[on]).all()
   np.testing.assert_allclose(batch["video"], np.asarray(raw["video"]) / 127.5 - 1, atol=1e-6)
   config.curriculum.update(drop_text_prob=1.0, drop_mask_prob=1.0)
-  dropped, _ = data.model_batch(raw, 2, jax.random.key(0), config)
+  dropped, _ = curriculum.model_batch(raw, 2, jax.random.key(0), config)
   assert float(jnp.abs(dropped["cond"].velocity_mask).max()) == 0 and (np.asarray(dropped["cond"].text_lengths) == 1).all()
 
 
@@ -86,32 +87,32 @@ def test_model_batch_applies_masks_curriculum_and_dropout(tiny_dataset):
 def test_stage1_then_stage2_tiny(tiny_dataset, tmp_path):
   data_dir = data_dir_of(tiny_dataset)
   w1, w2 = str(tmp_path / "stage1"), str(tmp_path / "stage2")
-  m1 = train.train_and_evaluate(tiny_config(1, data_dir, sample_every=6, num_samples=2, sample_steps=2), w1)
+  m1 = video.train_and_evaluate(tiny_config(1, data_dir, sample_every=6, num_samples=2, sample_steps=2), w1)
   assert m1["curriculum_k"] == 8 and np.isfinite(m1["loss"])
   assert sorted(os.listdir(os.path.join(w1, "checkpoints"))) == ["3", "6"]
   assert os.path.exists(os.path.join(w1, "samples", "step_0000006.gif"))
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(w1))
   assert sorted(read_losses(w1)) == list(range(1, 7))
 
-  m2 = train.train_and_evaluate(tiny_config(2, data_dir, init_from=w1), w2)
+  m2 = video.train_and_evaluate(tiny_config(2, data_dir, init_from=w1), w2)
   assert m2["curriculum_k"] < 8 and np.isfinite(m2["loss"])
 
   bad = tiny_config(2, data_dir, init_from=w1)
   bad.model.width = 32
-  with pytest.raises(train.TrainingError, match="incompatible.*width"):
-    train.train_and_evaluate(bad, str(tmp_path / "bad"))
+  with pytest.raises(video.TrainingError, match="incompatible.*width"):
+    video.train_and_evaluate(bad, str(tmp_path / "bad"))
   with pytest.raises(cli.ConfigError, match="config.init_from: no such directory"):  # before any work
-    train.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path / "missing")), str(tmp_path / "bad2"))
+    video.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path / "missing")), str(tmp_path / "bad2"))
   assert not os.path.exists(tmp_path / "bad2")
-  with pytest.raises(train.TrainingError, match="no complete checkpoint|no checkpoints"):
-    train.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path)), str(tmp_path / "bad3"))
+  with pytest.raises(video.TrainingError, match="no complete checkpoint|no checkpoints"):
+    video.train_and_evaluate(tiny_config(2, data_dir, init_from=str(tmp_path)), str(tmp_path / "bad3"))
 
 
 @pytest.mark.slow
 def test_stage2_without_init_from_runs_the_whole_curriculum(tiny_dataset, tmp_path, capsys):
   """The main command's path: a stage-2 config without init_from trains its stage 1 first and starts from it."""
   workdir = str(tmp_path / "main")
-  m = train.train_and_evaluate(tiny_config(2, data_dir_of(tiny_dataset), steps=3, stage1_steps=3), workdir)
+  m = video.train_and_evaluate(tiny_config(2, data_dir_of(tiny_dataset), steps=3, stage1_steps=3), workdir)
   assert np.isfinite(m["loss"]) and m["curriculum_k"] < 8
   assert sorted(os.listdir(os.path.join(workdir, "stage1", "checkpoints"))) == ["3"]
   assert sorted(read_losses(os.path.join(workdir, "stage1"))) == [1, 2, 3] and sorted(read_losses(workdir)) == [1, 2, 3]
@@ -124,8 +125,8 @@ def test_stage2_without_init_from_runs_the_whole_curriculum(tiny_dataset, tmp_pa
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_dataset, tmp_path):
   config = tiny_config(1, data_dir_of(tiny_dataset), steps=6, checkpoint_every=1)
   config.optim.update(learning_rate=1e30, warmup_steps=1)
-  with pytest.raises(train.TrainingError, match="not finite.*last good checkpoint: step"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(video.TrainingError, match="not finite.*last good checkpoint: step"):
+    video.train_and_evaluate(config, str(tmp_path))
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
   assert steps and max(steps) < 6
 

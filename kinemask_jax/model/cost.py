@@ -12,7 +12,7 @@ import math
 import jax
 from flax import nnx
 
-from kinemask_jax import conditioning
+from kinemask_jax.model import conditioning
 from kinemask_jax.model import dit
 
 TRAIN_FACTOR = 3
@@ -60,7 +60,7 @@ def forward_flops(model_cfg, num_frames: int, height: int, width: int) -> float:
   return float(total)
 
 
-def describe(config) -> dict:
+def size_summary(config) -> dict:
   """Size summary of a configs/model.py config: tokens, parameters, GFLOPs per sample (forward, train)."""
   data, m = config.data, config.model
   fwd = forward_flops(m, data.num_frames, data.height, data.width)
@@ -72,7 +72,7 @@ def describe(config) -> dict:
 
 
 def format_table(rows: list[dict]) -> str:
-  """Markdown table of `describe` rows (the README's model table is this output, checked by a test)."""
+  """Markdown table of `size_summary` rows (the README's model table is this output, checked by a test)."""
   head = ("| size | video (T x H x W) | patch | tokens | width | depth | ControlNet blocks | parameters | "
           "GFLOP/sample forward | train (3x) |")
   lines = [head, "|" + "---|" * 10]

@@ -8,8 +8,8 @@ Inputs of one call (B examples, video T x H x W, text length L):
 Output [B,T,H,W,3] float32: the clean video (`prediction="x"`) or the flow velocity ("v");
 kinemask_jax/diffusion.predict turns either into a velocity.
 
-How conditioning enters (kinemask_jax/conditioning.py builds the Condition and the input channels):
-- Image: frame 0 is given, never generated: x_t's frame 0 is the clean first frame (kinemask_jax/diffusion.py
+How conditioning enters (kinemask_jax/model/conditioning.py builds the Condition and the input channels):
+- Image: frame 0 is given, never generated: x_t's frame 0 is the clean first frame (kinemask_jax/model/diffusion.py
   puts it there and skips it in the loss). The first frame is also concatenated channel-wise to every frame
   (`first_frame="all"`, as SVD does; "frame0" puts it in frame 0 only), with a channel that is 1 on frame 0
   and, with `mask0_all`, frame 0's velocity mask in every frame. With `output="delta"` the network predicts
@@ -35,9 +35,9 @@ import numpy as np
 from flax import nnx
 
 from datagen import cli
-from kinemask_jax import conditioning
-from kinemask_jax import sharding as shd
-from kinemask_jax import text as text_lib
+from kinemask_jax.model import conditioning
+from kinemask_jax.model import sharding as shd
+from kinemask_jax.model import text as text_lib
 from kinemask_jax.model import layers
 
 Array = jax.Array

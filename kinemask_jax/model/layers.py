@@ -1,6 +1,6 @@
 """Transformer building blocks shared by the video DiT, its ControlNet and the text encoder.
 
-Parameters are float32 and carry logical axis names (see kinemask_jax/sharding.py); computation runs in the
+Parameters are float32 and carry logical axis names (see kinemask_jax/model/sharding.py); computation runs in the
 module's `dtype` (float32 or bfloat16), norms and softmax statistics in float32. Attention goes through
 `jax.nn.dot_product_attention`, whose cuDNN implementation is the flash-attention path on GPUs.
 """
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kinemask_jax import sharding as shd
+from kinemask_jax.model import sharding as shd
 
 Array = jax.Array
 _init = nnx.initializers.xavier_uniform()

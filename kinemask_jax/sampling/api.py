@@ -1,4 +1,4 @@
-"""Sampling API: an image, the objects to push and their velocities -> a video.
+"""The sampling API: an image, the objects to push and their velocities -> a video.
 
   from kinemask_jax import KineMaskPipeline
   pipe = KineMaskPipeline.from_checkpoint("runs/stage2")
@@ -11,13 +11,14 @@ table top, seen from the middle of the data's camera elevations; `velocity_from_
 on the image into such a velocity. Only frame 0's velocity is given, as at the end of the curriculum.
 
 Images of another size than the model's are resized (bilinear; masks nearest) with a warning, and the video
-comes out at the model's size.
+comes out at the model's size. Weights are found and loaded by kinemask_jax/store/models.py (their stored
+config, vocabulary included, is the model's); prompt="auto" asks the outcome predictor (kinemask_jax/outcome/).
+Nothing here imports training or evaluation code.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import warnings
 from collections.abc import Sequence
 
@@ -27,12 +28,18 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from kinemask_jax import checkpoint as ckpt_lib, conditioning, diffusion, step as step_lib, text
-from kinemask_jax.units import InputError, Units
+from datagen import truth
+from kinemask_jax import model as model_lib
+from kinemask_jax.model import conditioning, diffusion, text
+from kinemask_jax.sampling.segmentation import mask_from_point
+from kinemask_jax.sampling.units import InputError, Units
+from kinemask_jax.store import models
+from kinemask_jax.store.checkpoints import CheckpointError
 
-
-class CheckpointError(RuntimeError):
-  """A workdir without a usable KineMask video-model checkpoint."""
+__all__ = ["KineMaskPipeline", "GenerationResult", "InputError", "CheckpointError", "mask_from_point",
+           "initial_noise", "model_config", "pretrained_names"]
+model_config = models.model_config
+pretrained_names = models.pretrained_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,110 +57,17 @@ class GenerationResult:
   velocities: np.ndarray | list[np.ndarray]
 
 
-def _config_from_json(d: dict) -> ml_collections.ConfigDict:
-  def tuples(x):  # JSON turned the config's tuples into lists
-    if isinstance(x, dict):
-      return {k: tuples(v) for k, v in x.items()}
-    if isinstance(x, list):
-      return tuple(tuples(v) for v in x)
-    return x
-  return ml_collections.ConfigDict(tuples(d))
-
-
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
-# Model fields a checkpoint must have to be read by this version, and why each one came.
-LAYOUT_FIELDS = {
-    "first_frame": "the first frame enters every frame's input",
-    "output": "the network predicts the change from the first frame",
-    "mask0_all": "frame 0's velocity mask enters every frame's input",
-    "push_geometry": "every frame gets its position along and across the push",
-}
-
-
-def pretrained_names() -> list[str]:
-  """Names of the weights shipped in kinemask_jax/pretrained/."""
-  if not os.path.isdir(PRETRAINED_DIR):
-    return []
-  return sorted(d for d in os.listdir(PRETRAINED_DIR) if os.path.exists(os.path.join(PRETRAINED_DIR, d, "config.json")))
-
-
-def check_model_layout(stored: dict, where: str) -> None:
-  """Raises CheckpointError when a stored config (a dict) was written by a version whose conditioning
-  layout or vocabulary storage this version cannot read, saying which and why."""
-  model = stored.get("model", {})
-  missing = [k for k in LAYOUT_FIELDS if k not in model]
-  if missing:
-    raise CheckpointError(
-        f"{where}: written by an older kinemask-jax whose model has another conditioning layout (no "
-        f"{', '.join('model.' + k for k in missing)}: now {'; '.join(LAYOUT_FIELDS[k] for k in missing)}; frame "
-        f"0 is given, not generated). Its weights do not fit this model: retrain it with this version.")
-  if "vocabulary" not in model.get("text", {}):
-    raise CheckpointError(f"{where}: its config does not store the text vocabulary (model.text.vocabulary), so "
-                          "its embedding rows cannot be matched to words: retrain it with this version.")
-
-
 def _load_describer(describer: str | None, config):
   """The outcome predictor of the workdir `describer` (or None), checked against the video model's size."""
   if not describer:
     return None
-  from kinemask_jax import describe
-  if not os.path.isdir(describer):
-    raise CheckpointError(f"describer {describer!r}: no such directory (expected a kinemask_jax.describe workdir)")
-  try:
-    predictor = describe.OutcomePredictor.from_checkpoint(describer)
-  except (FileNotFoundError, ValueError) as e:
-    raise CheckpointError(f"describer {describer!r}: {e}") from e
+  from kinemask_jax.outcome.predictor import OutcomePredictor
+  predictor = OutcomePredictor.from_checkpoint(describer, label=f"describer {describer!r}")
   ours, theirs = config.data, predictor.config.data
   if (ours.num_frames, ours.height, ours.width) != (theirs.num_frames, theirs.height, theirs.width):
     raise CheckpointError(f"describer {describer!r} reads {theirs.height}x{theirs.width} images, the video model "
                           f"{ours.height}x{ours.width}")
   return predictor
-
-
-def _pretrained_dir(name: str) -> str:
-  available = pretrained_names()
-  if name not in available:
-    raise CheckpointError(f"pretrained {name!r}: no such weights; shipped: {available}")
-  return os.path.join(PRETRAINED_DIR, name)
-
-
-def _weights_config(directory: str):
-  """(config, metadata) of a weights folder (kinemask_jax.weights), its layout checked."""
-  from kinemask_jax import weights
-  try:
-    meta = weights.read_config(directory)
-  except weights.WeightsError as e:
-    raise CheckpointError(str(e)) from e
-  check_model_layout(meta["config"], directory)
-  return _config_from_json(meta["config"]), meta
-
-
-def _checkpoint_config(workdir: str, step: int | None):
-  """(config, Checkpoints, step) of a training workdir's latest (or given) checkpoint, checked to be a video
-  model of this version's layout."""
-  if not os.path.isdir(workdir):
-    raise CheckpointError(f"workdir {workdir!r}: no such directory (expected a kinemask_jax.train workdir)")
-  try:
-    ckpts = ckpt_lib.Checkpoints(workdir, read_only=True)
-    stored, step = ckpts.restore_config(step)
-  except FileNotFoundError as e:
-    raise CheckpointError(f"workdir {workdir!r}: {e}") from e
-  except (ValueError, KeyError) as e:
-    raise CheckpointError(f"workdir {workdir!r}: cannot read the config of checkpoint {step}: {e}") from e
-  missing = [k for k in ("model", "data", "diffusion", "conditioning") if k not in stored]
-  if missing or "control" not in stored.get("model", {}):
-    raise CheckpointError(f"workdir {workdir!r}: not a KineMask video-model checkpoint (its config lacks "
-                          f"{missing or ['model.control']})")
-  check_model_layout(stored, f"workdir {workdir!r}")
-  return _config_from_json(stored), ckpts, step
-
-
-def model_config(pretrained: str | None = None, workdir: str | None = None, step: int | None = None):
-  """The config of shipped weights (`pretrained`) or of a workdir's checkpoint, read without the weights:
-  what a command checks its inputs against (`units.Units(config)`) before loading anything heavy."""
-  if pretrained is not None:
-    return _weights_config(_pretrained_dir(pretrained))[0]
-  return _checkpoint_config(workdir, step)[0]
 
 
 class KineMaskPipeline(Units):
@@ -163,47 +77,35 @@ class KineMaskPipeline(Units):
   def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None, describer=None):
     super().__init__(config)
     self.step = step
-    self.describer = describer  # a kinemask_jax.describe.OutcomePredictor for prompt="auto", or None
-    self._trainer = step_lib.Trainer(config)
+    self.describer = describer  # a kinemask_jax.outcome.predictor.OutcomePredictor for prompt="auto", or None
+    self._graphdef = model_lib.abstract_weights(config.model)[0]
     self._ema, self._frozen = ema, frozen
     self.tokenizer = text.Tokenizer.from_config(config.model.text)
     self._sample = jax.jit(self._sample_fn, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
 
   @classmethod
+  def from_stored(cls, stored: models.Stored, describer: str | None = None) -> "KineMaskPipeline":
+    """A pipeline of a loaded model (kinemask_jax/store/models.py)."""
+    return cls(stored.config, stored.ema, stored.frozen, stored.step, _load_describer(describer, stored.config))
+
+  @classmethod
   def from_pretrained(cls, name: str, describer: str | None = None) -> "KineMaskPipeline":
     """The weights shipped in this repository (kinemask_jax/pretrained/NAME): "tiny" (8x32x32, trained on a
     2-core CPU) or "small" (16x64x64, trained on one GPU). See `from_weights`."""
-    return cls.from_weights(_pretrained_dir(name), describer)
+    return cls.from_stored(models.load_pretrained(name), describer)
 
   @classmethod
   def from_weights(cls, directory: str, describer: str | None = None) -> "KineMaskPipeline":
-    """Loads a weights folder written by kinemask_jax.weights.save (config.json and EMA shards). Weights
+    """Loads a weights folder written by kinemask_jax.store.weights.save (config.json and EMA shards). Weights
     exported in bfloat16 compute in float32 on a CPU (bf16 matrix products are slow there)."""
-    from kinemask_jax import weights
-    config, meta = _weights_config(directory)
-    if jax.default_backend() == "cpu":
-      config.model.dtype = "float32"
-    template = jax.eval_shape(lambda: step_lib.Trainer(config)._init(0))
-    try:
-      ema, frozen = weights.load(directory, template.ema, template.frozen)
-    except weights.WeightsError as e:
-      raise CheckpointError(str(e)) from e
-    return cls(config, ema, frozen, meta["step"], _load_describer(describer, config))
+    return cls.from_stored(models.load_weights(directory), describer)
 
   @classmethod
   def from_checkpoint(cls, workdir: str, step: int | None = None, describer: str | None = None
                       ) -> "KineMaskPipeline":
     """Loads the EMA weights of the latest (or the given) checkpoint of a training workdir, and the outcome
-    predictor of the workdir `describer` (kinemask_jax.describe) that writes prompt="auto" descriptions."""
-    config, ckpts, step = _checkpoint_config(workdir, step)
-    trainer = step_lib.Trainer(config)
-    template = jax.eval_shape(lambda: trainer._init(0))
-    try:
-      state = ckpts.restore(template, step, items=("state", "ema"))["state"]
-    except Exception as e:  # orbax reports shape and structure mismatches with several exception types
-      raise CheckpointError(f"workdir {workdir!r}: checkpoint {step} does not match the model its config "
-                            f"describes: {type(e).__name__}: {e}") from e
-    return cls(config, state.ema, state.frozen, step, _load_describer(describer, config))
+    predictor of the workdir `describer` (kinemask_jax.train_outcome) that writes prompt="auto" descriptions."""
+    return cls.from_stored(models.load_run(workdir, step), describer)
 
   # -- validation ---------------------------------------------------------------------------------------
   def _image(self, image, name: str) -> np.ndarray:
@@ -291,7 +193,7 @@ class KineMaskPipeline(Units):
 
   # -- sampling -----------------------------------------------------------------------------------------
   def _sample_fn(self, ema, frozen, cond, noise, *, num_steps, method, text_scale, mask_scale):
-    model = nnx.merge(self._trainer.graphdef, ema, frozen)
+    model = nnx.merge(self._graphdef, ema, frozen)
     x = diffusion.sample(model, cond, None, noise.shape, num_steps, method, text_scale, mask_scale,
                          self.config.diffusion.time_shift, noise=noise)
     return diffusion.to_uint8(x)
@@ -350,12 +252,10 @@ class KineMaskPipeline(Units):
     """The Condition of validated examples (image, masks [K,H,W], velocities [K,3]) and their prompts."""
     k_max = max(e[1].shape[0] for e in examples)
     b = len(examples)
-    t, h, w, _ = self.video_shape
-    ids0 = np.zeros((b, h, w), np.int32)
+    t = self.video_shape[0]
+    ids0 = np.stack([truth.ids_from_masks(masks) for _, masks, _ in examples])
     velocities = np.zeros((b, k_max, 3), np.float32)
-    for i, (_, masks, vels) in enumerate(examples):
-      for k, m in enumerate(masks):
-        ids0[i][m] = k + 1
+    for i, (_, _, vels) in enumerate(examples):
       velocities[i, :len(vels)] = vels  # padding objects have no pixels, so their zero velocity is unused
     text_ids, text_lengths = self.tokenizer.encode_batch(prompts)
     frames = np.stack([e[0] for e in examples])
@@ -402,40 +302,3 @@ def _seeds(seed, n: int | None) -> list[int]:
     if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or not 0 <= s < 2 ** 32:
       raise InputError(f"seed: expected integers in [0, 2**32), got {s!r}")
   return [int(s) for s in seeds]
-
-
-def mask_from_point(image, x: int, y: int, max_chroma_distance: float = 0.06,
-                    max_saturation_ratio: float = 0.35, max_area_fraction: float = 0.15) -> np.ndarray:
-  """The object under pixel (x, y) as a bool mask [H,W]: a colour flood fill (our stand-in for SAM).
-
-  Grows 4-connected from (x, y) over pixels whose chromaticity is within `max_chroma_distance` of the seed's
-  and whose saturation is within `max_saturation_ratio` (relative) of it, so shading does not stop the fill
-  but the table does. Refuses (InputError) a point on a pixel no object can show (desaturated or dark: the
-  table, floor or sky; the rule of kinemask_jax.tracking) and a fill over more than `max_area_fraction` of
-  the image (it leaked into the background: give a mask instead).
-  """
-  from scipy import ndimage
-  from kinemask_jax import tracking
-  image = np.asarray(image)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-    raise InputError(f"image: expected uint8 [H,W,3], got {image.dtype} {image.shape}")
-  h, w = image.shape[:2]
-  if not (0 <= x < w and 0 <= y < h):
-    raise InputError(f"point: ({x}, {y}) lies outside the {w}x{h} image")
-  chroma, sat, value = tracking.chromaticity(image)
-  if sat[y, x] < tracking.MIN_SATURATION or value[y, x] < tracking.MIN_VALUE:
-    raise InputError(f"point: ({x}, {y}) is a grey or dark pixel (RGB {image[y, x].tolist()}: saturation "
-                     f"{sat[y, x]:.2f} < {tracking.MIN_SATURATION} or brightness < {tracking.MIN_VALUE}), the "
-                     "table, floor or background, not an object: click on a coloured object")
-  close = np.linalg.norm(chroma - chroma[y, x], axis=-1) <= max_chroma_distance
-  close &= np.abs(sat - sat[y, x]) <= max_saturation_ratio * max(sat[y, x], 1e-3)
-  labels, _ = ndimage.label(close)
-  mask = labels == labels[y, x]
-  if mask.mean() > max_area_fraction:
-    raise InputError(f"point: the fill from ({x}, {y}) covers {mask.mean():.0%} of the image, more than an object's "
-                     f"plausible share ({max_area_fraction:.0%}): it leaked into the background; give a mask")
-  ys, xs = np.nonzero(mask)
-  if xs.max() - xs.min() + 1 >= 0.9 * w or ys.max() - ys.min() + 1 >= 0.9 * h:
-    raise InputError(f"point: the fill from ({x}, {y}) spans the image from side to side (the table's edge or the "
-                     "background, not an object); give a mask")
-  return mask

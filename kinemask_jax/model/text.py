@@ -1,42 +1,51 @@
-"""Text path: a word tokenizer whose vocabulary is the caption grammar, and a small text transformer.
+"""Text path: a word tokenizer and a small text transformer.
 
-The vocabulary is every word the data engine's caption templates can produce (datagen/captions.py and the
-palette's colour names) plus `<pad>`, `<bos>` and `<unk>`. Free text works: unknown words map to `<unk>`.
-Every sequence starts with `<bos>`, so an empty prompt (the classifier-free-guidance "no text" case) is one
-valid token and cross-attention never sees an all-padding key set.
+The vocabulary fixes the embedding's rows, so it belongs to the model: it is a field of the model config
+(`model.text.vocabulary`), stored with every checkpoint and weights folder and read back from there. A new
+model's vocabulary is made by `vocabulary(phrases)` from the phrases a caption can contain (configs/model.py
+takes them from the data engine's caption table, datagen/captions.py): `<pad>`, `<bos>`, `<unk>`, then the
+sorted words. Free text works: unknown words map to `<unk>`. Every sequence starts with `<bos>`, so an empty
+prompt (the classifier-free-guidance "no text" case) is one valid token and cross-attention never sees an
+all-padding key set.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from datagen import captions as captions_lib
-from kinemask_jax import sharding as shd
+from kinemask_jax.model import sharding as shd
 from kinemask_jax.model import layers
 
 PAD, BOS, UNK = "<pad>", "<bos>", "<unk>"
-words = captions_lib.words
+SPECIAL = (PAD, BOS, UNK)
+_WORD = re.compile(r"[a-z]+|[.,]")
 
 
-@functools.lru_cache(maxsize=1)
-def caption_vocabulary() -> tuple[str, ...]:
-  """The sorted word list of the caption grammar, after the special tokens (ids 0, 1, 2)."""
-  return (PAD, BOS, UNK, *sorted(captions_lib.caption_words()))
+def words(text: str) -> list[str]:
+  """The tokenizer's split: lower-case words and the punctuation marks `.` and `,` of `text`, in order."""
+  return _WORD.findall(text.lower())
+
+
+def vocabulary(phrases: Iterable[str]) -> tuple[str, ...]:
+  """A vocabulary for a new model: the special tokens (ids 0, 1, 2), then every word of `phrases`, sorted."""
+  return (*SPECIAL, *sorted({w for p in phrases for w in words(p)}))
 
 
 class Tokenizer:
   """Maps text to fixed-length int32 ids `[max_len]` (`<bos>`, words, `<pad>`...) and a valid length."""
 
-  def __init__(self, max_len: int, vocabulary: Sequence[str] | None = None):
+  def __init__(self, max_len: int, vocabulary: Sequence[str]):
     if max_len < 2:
       raise ValueError(f"text max_len must be at least 2 (<bos> and one word), got {max_len}")
-    self.vocabulary = tuple(vocabulary or caption_vocabulary())
+    if tuple(vocabulary[:3]) != SPECIAL:
+      raise ValueError(f"a vocabulary starts with {SPECIAL}, got {tuple(vocabulary[:3])}")
+    self.vocabulary = tuple(vocabulary)
     self.max_len = max_len
     self._ids = {w: i for i, w in enumerate(self.vocabulary)}
     self.unk_id = self._ids[UNK]

@@ -4,7 +4,8 @@ A weights folder holds `config.json` (the run's whole config, vocabulary include
 shards (each at most `shard_mib` MiB, so a file fits size-limited transfers), one array per parameter named
 by its path in the model (`blocks/0/attn/qkv/kernel`), stored as float32 or bfloat16 (as uint16 bits).
 `KineMaskPipeline.from_pretrained("tiny")` loads the folder kinemask_jax/pretrained/tiny this module wrote;
-`python -m kinemask_jax.weights --workdir=W --out=DIR` exports a training run (`KineMaskPipeline.from_weights(DIR)`).
+`python -m kinemask_jax.export --workdir=W --out=DIR` exports a training run (store/models.export_run), which
+`KineMaskPipeline.from_weights(DIR)` loads.
 
 Loading checks the folder against the model its config describes: a missing, extra or mis-shaped
 parameter is an error that names it, never a silent partial load.
@@ -72,7 +73,7 @@ def read_config(directory: str) -> dict:
   """The folder's config.json as a dict (format, step, dtype, shards, config)."""
   path = os.path.join(directory, "config.json")
   if not os.path.exists(path):
-    raise WeightsError(f"{directory}: no config.json (not a weights folder written by kinemask_jax.weights.save)")
+    raise WeightsError(f"{directory}: no config.json (not a weights folder written by kinemask_jax.store.weights.save)")
   with open(path) as f:
     meta = json.load(f)
   if meta.get("format") != FORMAT:
@@ -111,41 +112,3 @@ def load(directory: str, template_ema, template_frozen) -> tuple:
   if stored:
     raise WeightsError(f"{directory}: parameters the model does not have: {sorted(stored)[:5]}")
   return ema, frozen
-
-
-def export_checkpoint(workdir: str, out: str, step: int | None = None, dtype: str = "float32") -> list[str]:
-  """Writes the EMA weights of a training workdir's latest (or given) checkpoint as a weights folder."""
-  from kinemask_jax import pipeline
-  pipe = pipeline.KineMaskPipeline.from_checkpoint(workdir, step)
-  config = pipe.config.copy_and_resolve_references()
-  # Paths of the machine that trained it mean nothing elsewhere; the source is kept as a note.
-  config.init_from, config.data_dir = "", "data"
-  return save(out, config, pipe._ema, pipe._frozen, pipe.step, dtype=dtype,
-              extra=dict(source=os.path.abspath(workdir), source_init_from=pipe.config.get("init_from", "")))
-
-
-def main(argv) -> None:
-  """python -m kinemask_jax.weights --workdir=W --out=DIR [--step=N] [--dtype=bfloat16]"""
-  from absl import flags
-  from datagen import cli
-  del argv
-  f = flags.FLAGS
-  if f.dtype not in DTYPES:
-    raise cli.UsageError(f"--dtype: must be one of {DTYPES}, got {f.dtype!r}")
-  if not os.path.isdir(f.workdir):
-    raise cli.UsageError(f"--workdir={f.workdir}: no such directory")
-  if f.step is not None and f.step < 0:
-    raise cli.UsageError(f"--step: must be >= 0, got {f.step}")
-  files = export_checkpoint(f.workdir, f.out, f.step, f.dtype)
-  print("wrote " + ", ".join(files), flush=True)
-
-
-if __name__ == "__main__":
-  from absl import flags
-  from datagen import cli
-  from kinemask_jax import pipeline as _pipeline
-  flags.DEFINE_string("workdir", None, "Training workdir to export.", required=True)
-  flags.DEFINE_string("out", None, "Weights folder to write.", required=True)
-  flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
-  flags.DEFINE_string("dtype", "float32", "float32 or bfloat16.")
-  cli.run(main, expected=(_pipeline.CheckpointError, WeightsError))

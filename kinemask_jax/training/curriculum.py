@@ -3,13 +3,16 @@
 Stage 1 keeps every frame's mask (k = T). Stage 2 keeps the first k frames, with k moving linearly from T
 to 1 over `anneal_steps` (rounded up, so the last step of the ramp reaches 1), and with probability
 `floor_prob` per example k = 1, the inference case, from the first step on. Both are pure functions of the
-step and a key, so a resumed run draws the same k as an uninterrupted one.
+step and a key, so a resumed run draws the same k as an uninterrupted one. `model_batch` applies them to a
+raw batch (training/input_pipeline.py) inside the jitted train step: the video model's batch preparation.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from kinemask_jax.model import conditioning
 
 
 def scheduled_k(step, num_frames: int, stage: int, anneal_steps: int):
@@ -34,3 +37,17 @@ def guidance_dropout(rng: jax.Array, batch: int, drop_text_prob: float, drop_mas
   rng_t, rng_m = jax.random.split(rng)
   return (jax.random.bernoulli(rng_t, drop_text_prob, (batch,)),
           jax.random.bernoulli(rng_m, drop_mask_prob, (batch,)))
+
+
+def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
+  """The train step's batch {"video": float [B,T,H,W,3] in [-1, 1], "cond": Condition} from a raw batch:
+  the curriculum's k, the Condition (kinemask_jax/model/conditioning.py) and the guidance dropout; and the
+  curriculum's metrics (mean k, fraction of k = 1)."""
+  b, t = raw["video"].shape[:2]
+  rng_k, rng_drop = jax.random.split(rng)
+  cur = config.curriculum
+  k = sample_k(step, rng_k, b, t, config.stage, cur.anneal_steps, cur.floor_prob)
+  cond = conditioning.from_truth(raw, k, config.conditioning.v_max_mps)
+  drop_text, drop_mask = guidance_dropout(rng_drop, b, cur.drop_text_prob, cur.drop_mask_prob)
+  batch = dict(video=conditioning.to_model_space(raw["video"]), cond=cond.drop(text=drop_text, mask=drop_mask))
+  return batch, dict(curriculum_k=jnp.mean(k.astype(jnp.float32)), k1_fraction=jnp.mean(k == 1))

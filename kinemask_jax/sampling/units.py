@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from datagen import scenes
+
 
 class InputError(ValueError):
   """An argument of the sampling API that cannot be used; the message names it."""
@@ -35,7 +37,7 @@ class Units:
   def _nominal_camera(self) -> tuple[float, float, float]:
     """(focal length px, object depth m, elevation rad): the middle of the data engine's camera ranges."""
     s = self.config.data.scene
-    focal = (self.config.data.width / 2) / math.tan(math.radians(s.camera_fov_deg) / 2)
+    focal = scenes.focal_length_px(self.config.data.width, s.camera_fov_deg)
     return focal, float(np.mean(s.camera_distance_m)), math.radians(float(np.mean(s.camera_elevation_deg)))
 
   def complete_velocity(self, velocity) -> np.ndarray:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kinemask_jax.conditioning import Condition
+from kinemask_jax.model.conditioning import Condition
 
 Array = jax.Array
 

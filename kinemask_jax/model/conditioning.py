@@ -16,11 +16,11 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from kinemask_jax import velocity_mask as vm
+from kinemask_jax.model import velocity_mask as vm
 
 Array = jax.Array
 
-VELOCITY_CHANNELS = 3  # (right, down, forward) / v_max, kinemask_jax/velocity_mask.py
+VELOCITY_CHANNELS = 3  # (right, down, forward) / v_max, kinemask_jax/model/velocity_mask.py
 MASK_CHANNELS = VELOCITY_CHANNELS + 1  # the velocity mask and the per-frame mask_present flag
 RGB = 3
 
@@ -72,7 +72,7 @@ def velocity_masks(instance_ids: Array, velocity_cam: Array, controlled: Array, 
 
 
 def from_truth(raw: dict, k, v_max: float) -> Condition:
-  """The Condition of a raw batch (kinemask_jax/data.py: video uint8 [B,T,H,W,3], instance_ids,
+  """The Condition of a raw batch (kinemask_jax/training/input_pipeline.py: video uint8 [B,T,H,W,3], instance_ids,
   velocity_cam, moving_at_start, text_ids, text_lengths) keeping the first k frames' masks."""
   mask, present = velocity_masks(raw["instance_ids"], raw["velocity_cam"], raw["moving_at_start"], k, v_max)
   return Condition(to_model_space(raw["video"][:, 0]), mask, present, jnp.asarray(raw["text_ids"]),

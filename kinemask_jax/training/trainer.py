@@ -1,16 +1,19 @@
-"""Train state and the jitted, sharded train step.
+"""Train state and the jitted, sharded train step, for any model the training loop trains.
 
-The model is split once into a static graph definition and three pytrees: the parameters that train, the
-frozen ones (the backbone under `freeze_backbone`, else empty) and their EMA. A batch is a dict:
-  video  float32 [B,T,H,W,3] in [-1, 1]
-  cond   kinemask_jax.conditioning.Condition (first frame, velocity masks, mask_present, text)
-the curriculum and the guidance dropout having been applied by the input pipeline.
+A `Task` says what trains: how to build the model, which of its parameters train, and its loss. The model
+is split once into a static graph definition and three pytrees: the parameters that train, the frozen ones
+(e.g. the video backbone under `freeze_backbone`, else empty) and their EMA. The step applies the task's
+`prepare` (batch preparation that runs on the device, e.g. the curriculum's conditioning), AdamW after
+global-norm clipping and the EMA update, and leaves the state untouched when the loss or the gradient norm
+is not finite (the in-step finite guard; the loop sees `finite` and stops). The video model's task is
+training/video.py's, the outcome predictor's training/outcome.py's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -19,9 +22,21 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from kinemask_jax import diffusion
-from kinemask_jax import sharding as shd
-from kinemask_jax.model import VideoDiT, trainable_filter
+from kinemask_jax.model import sharding as shd
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What a Trainer trains.
+
+  build: seed -> a freshly initialised nnx.Module; trainable: nnx filter of its parameters that train;
+  loss: (model, batch, rng) -> (scalar loss, dict of scalar metrics); prepare: optional (batch, step, rng) ->
+  (batch, extra metrics), run inside the jitted step before the loss.
+  """
+  build: Callable[[int], nnx.Module]
+  loss: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]]
+  trainable: Any = nnx.Param
+  prepare: Callable | None = None
 
 @struct.dataclass
 class TrainState:
@@ -55,25 +70,25 @@ def ema_update(ema, params, step, ema_decay: float):
 
 @dataclasses.dataclass(frozen=True)
 class Trainer:
-  """Builds the train state and the jitted step for a config (configs/model.py), optionally on a mesh."""
+  """Builds the train state and the jitted step of a Task under a config's `optim` (and, on a mesh, its
+  `sharding_rules`)."""
   config: Any
+  task: Task
   mesh: Mesh | None = None
-  # Optional (batch, step, rng) -> (model batch, extra metrics), run inside the jitted step (the input
-  # pipeline's conditioning: kinemask_jax/data.model_batch).
-  prepare: Any = None
-
-  def _model(self, seed: int) -> VideoDiT:
-    return VideoDiT(self.config.model, rngs=nnx.Rngs(seed))
 
   @functools.cached_property
   def graphdef(self):
-    return nnx.split(nnx.eval_shape(lambda: self._model(0)), trainable_filter(self.config.model), ...)[0]
+    return nnx.split(nnx.eval_shape(lambda: self.task.build(0)), self.task.trainable, ...)[0]
 
   def _init(self, seed) -> TrainState:
-    _, params, frozen = nnx.split(self._model(seed), trainable_filter(self.config.model), ...)
+    _, params, frozen = nnx.split(self.task.build(seed), self.task.trainable, ...)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                       ema=jax.tree.map(jnp.copy, params), opt_state=make_optimizer(self.config.optim).init(params),
                       rng=jax.random.key_data(jax.random.key(seed)))
+
+  def abstract_state(self) -> TrainState:
+    """The state's shapes (nothing allocated): a template to restore a checkpoint into."""
+    return jax.eval_shape(lambda: self._init(0))
 
   def state_sharding(self, state: TrainState) -> TrainState:
     """NamedShardings for a (possibly abstract) state: variables by their logical names, the rest replicated."""
@@ -96,19 +111,22 @@ class Trainer:
     with shd.activate(self.mesh, self.config.sharding_rules):
       return jax.jit(lambda: self._init(seed), out_shardings=self.state_sharding(abstract))()
 
+  def loss_and_metrics(self, params, frozen, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
+    return self.task.loss(nnx.merge(self.graphdef, params, frozen), batch, rng)
+
   def loss(self, params, frozen, batch: dict, rng: jax.Array) -> jax.Array:
-    model = nnx.merge(self.graphdef, params, frozen)
-    d = self.config.diffusion
-    return diffusion.loss(model, batch["video"], batch["cond"], rng, d.time_mean, d.time_std, d.loss_weighting)
+    """The task's loss alone (differentiable in `params`)."""
+    return self.loss_and_metrics(params, frozen, batch, rng)[0]
 
   def _step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng, step_rng = jax.random.split(jax.random.wrap_key_data(state.rng))
     step_rng = jax.random.fold_in(step_rng, state.step)
     extra = {}
-    if self.prepare is not None:
+    if self.task.prepare is not None:
       prepare_rng, step_rng = jax.random.split(step_rng)
-      batch, extra = self.prepare(batch, state.step, prepare_rng)
-    loss, grads = jax.value_and_grad(self.loss)(state.params, state.frozen, batch, step_rng)
+      batch, extra = self.task.prepare(batch, state.step, prepare_rng)
+    (loss, parts), grads = jax.value_and_grad(self.loss_and_metrics, has_aux=True)(state.params, state.frozen, batch,
+                                                                                  step_rng)
     grad_norm = optax.global_norm(grads)
     updates, opt_state = make_optimizer(self.config.optim).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -119,7 +137,7 @@ class Trainer:
     # A non-finite step leaves the state untouched; the caller sees `finite` and stops.
     new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
     metrics = dict(loss=loss, grad_norm=grad_norm, finite=finite,
-                   learning_rate=learning_rate_schedule(self.config.optim)(state.step), **extra)
+                   learning_rate=learning_rate_schedule(self.config.optim)(state.step), **parts, **extra)
     return new, metrics
 
   def _jit(self, fn, in_shardings, out_shardings, **kwargs):
@@ -146,6 +164,6 @@ class Trainer:
                      lambda: (self.state_sharding(state), self.batch_sharding(batch), replicated()),
                      lambda: (replicated(), self.state_sharding(state).params))
 
-  def model(self, state: TrainState, use_ema: bool = True) -> VideoDiT:
+  def model(self, state: TrainState, use_ema: bool = True) -> nnx.Module:
     """The model with the state's EMA (default) or raw parameters."""
     return nnx.merge(self.graphdef, state.ema if use_ema else state.params, state.frozen)
