@@ -270,7 +270,7 @@ def sample_scene(seed: int, cfg: ml_collections.ConfigDict) -> Scene:
   colour_idx = rng.choice(len(palette.PALETTE), size=n, replace=False)
   jitter = rng.integers(-palette.COLOR_JITTER, palette.COLOR_JITTER + 1, size=(n, 3))
   color = np.clip(palette.rgb()[colour_idx].astype(np.int64) + jitter, 0, 255)
-  yaw = np.where(shape == shapes_lib.BOX, rng.uniform(-math.pi, math.pi, n), 0.0)
+  yaw = np.where([shapes_lib.by_id(k).turns for k in shape], rng.uniform(-math.pi, math.pi, n), 0.0)
   position = np.concatenate([xy, size[:, 2:3] + 1e-4], axis=1)  # resting on the table top
 
   n_ctrl = int(rng.integers(1, min(s.max_controlled, n - 1) + 1))

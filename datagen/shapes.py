@@ -28,6 +28,7 @@ class Shape:
   nouns: tuple[str, str]  # what captions call it; the first is the plain one ("the red cube")
   verbs: tuple[str, str]  # how captions say it moves when pushed
   rolls: bool  # round: starts rolling without slipping when pushed, "rolls" when hit, never topples
+  turns: bool  # placed at a random yaw (False: symmetric about its vertical axis, yaw 0)
   size_fields: tuple[str, ...]  # the scene config's (min, max) ranges that sample_size reads
   sample_size: Callable  # (rng, scene config) -> float [3]
   max_radius: Callable  # scene config -> the largest footprint radius its ranges allow
@@ -90,7 +91,7 @@ def _box_solid(size):
 
 
 BOX = register(Shape(
-    name="box", nouns=("cube", "block"), verbs=("slides", "moves"), rolls=False, size_fields=("box_half_m",),
+    name="box", nouns=("cube", "block"), verbs=("slides", "moves"), rolls=False, turns=True, size_fields=("box_half_m",),
     sample_size=lambda rng, s: rng.uniform(*s.box_half_m, size=3),
     max_radius=lambda s: math.sqrt(2) * s.box_half_m[1],
     footprint_radius=lambda size: float(math.hypot(size[0], size[1])),
@@ -107,7 +108,7 @@ def _sphere_solid(size):
 
 
 SPHERE = register(Shape(
-    name="sphere", nouns=("ball", "sphere"), verbs=("rolls", "moves"), rolls=True, size_fields=("sphere_radius_m",),
+    name="sphere", nouns=("ball", "sphere"), verbs=("rolls", "moves"), rolls=True, turns=False, size_fields=("sphere_radius_m",),
     sample_size=lambda rng, s: np.full(3, rng.uniform(*s.sphere_radius_m)),
     max_radius=lambda s: s.sphere_radius_m[1],
     footprint_radius=lambda size: float(size[0]),
@@ -145,7 +146,7 @@ def _cylinder_solid(size):
 
 
 CYLINDER = register(Shape(
-    name="cylinder", nouns=("cylinder", "cylinder"), verbs=("slides", "moves"), rolls=False,
+    name="cylinder", nouns=("cylinder", "cylinder"), verbs=("slides", "moves"), rolls=False, turns=False,
     size_fields=("cylinder_radius_m", "cylinder_half_height_m"),
     sample_size=_cylinder_size,
     max_radius=lambda s: s.cylinder_radius_m[1],

@@ -76,7 +76,7 @@ def _ellipsoid() -> shapes.Shape:
     a, b, c = (float(x) for x in size)
     return mass / 5.0 * np.array([b * b + c * c, a * a + c * c, a * a + b * b])
   return shapes.Shape(
-      name="ellipsoid", nouns=("egg", "ellipsoid"), verbs=("slides", "wobbles"), rolls=False,
+      name="ellipsoid", nouns=("egg", "ellipsoid"), verbs=("slides", "wobbles"), rolls=False, turns=True,
       size_fields=("ellipsoid_half_m",), sample_size=lambda rng, s: rng.uniform(*s.ellipsoid_half_m, size=3),
       max_radius=lambda s: s.ellipsoid_half_m[1], footprint_radius=lambda size: float(max(size[0], size[1])),
       inertia=inertia,
@@ -102,6 +102,7 @@ def test_a_registered_shape_goes_through_every_stage(tiny_cfg):
     scene = next(s for s in (scenes.sample_scene(seed, cfg) for seed in range(20))
                  if s.shape[0] == shape_id and s.moving_at_start[0])
     assert set(scene.shape[:scene.num_objects]) <= {shape_id, shapes.BOX}
+    assert scene.yaw_rad[0] != 0.0  # it turns: placed at a random yaw, as its entry says
     example = engine.simulate([scene], cfg, "c")[0]
     # Physics: it rests on the table (its centre stays at its half-height c until something moves it).
     assert abs(example["position"][0, 0, 2] - scene.size[0, 2]) < 2e-3
@@ -112,8 +113,9 @@ def test_a_registered_shape_goes_through_every_stage(tiny_cfg):
     np.testing.assert_allclose(example["centroid_px"][0, 0], [xs.mean() + 0.5, ys.mean() + 0.5], atol=1e-3)
     # Captions name it with its own nouns and verbs, and parse back.
     caption = example["caption"]
-    assert any(w in caption for w in ("egg", "ellipsoid")), caption
     names = palette.color_names(scene.color[:scene.num_objects])
+    words = captions.words(caption)
+    assert words[words.index(names[0]) + 1] in ("egg", "ellipsoid"), caption  # the mover, named by its entry
     assert captions.parse_caption(caption, names).mover == 0
     # A new model's vocabulary has its words; the shipped model's lacks them: it loads and says so.
     assert {"egg", "wobbles"} <= set(model_configs.get_config("tiny").model.text.vocabulary)
