@@ -2,9 +2,9 @@
 
 The packages are the subsystems (README, "Architecture"): model/ (the network, text, conditioning,
 diffusion), store/ (checkpoints, weights folders, loading a trained model), training/ (the one training
-loop, the video model's run, input pipeline, curriculum), sampling/ (the API, its units, segmentation,
-media), evaluation/ (metric table, tracker, baselines, scoring, report) and outcome/ (the outcome predictor
-and its training). The modules at this level are the commands (`python -m kinemask_jax.<command>`): train,
+loop and its two runs: the video model's curriculum and the outcome predictor's; input pipeline),
+sampling/ (the API, its units, segmentation, media), outcome/ (the outcome predictor) and evaluation/
+(metric table, tracker, baselines, scoring, report). The modules at this level are the commands (`python -m kinemask_jax.<command>`): train,
 sample, evaluate, train_outcome, export, express, demo, model_info.
 
 `KineMaskPipeline` (kinemask_jax/sampling/api.py) is the sampling API; it is imported lazily so that

@@ -2,7 +2,7 @@
 --image=IMG --point=x,y --velocity=vx,vy --out=OUT.gif`.
 
 The object to push is given by a mask PNG (--mask, nonzero = object) or by a point on it (--point, segmented
-by colour flood fill: kinemask_jax.api.mask_from_point). The velocity is in m/s in the camera frame
+by colour flood fill: kinemask_jax.sampling.segmentation.mask_from_point). The velocity is in m/s in the camera frame
 (--velocity=right,down[,forward]) or an arrow in image pixels (--arrow=dx,dy: where the object would be one
 second later). The text is --prompt, by default "auto": the outcome predictor of --describer describes what
 will happen. Writes the GIF, optionally an MP4 (--mp4), and a strip PNG of the frames with the velocity
