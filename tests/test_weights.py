@@ -9,6 +9,7 @@ import pytest
 
 from configs import model as model_configs
 from kinemask_jax import CheckpointError, KineMaskPipeline
+from kinemask_jax import model as model_lib
 from kinemask_jax.evaluation import score
 from kinemask_jax.training import video
 from kinemask_jax.store import weights
@@ -28,8 +29,8 @@ def test_save_and_load_round_trip(tmp_path, dtype):
   ema, frozen = _perturbed_state(config)
   files = weights.save(str(tmp_path), config, ema, frozen, step=7, dtype=dtype, shard_mib=0.5)
   assert len([f for f in files if f.endswith(".npz")]) > 1  # sharded
-  template = video.trainer(config).abstract_state()
-  got, _ = weights.load(str(tmp_path), template.ema, template.frozen)
+  _, params, frozen_template = model_lib.abstract_weights(config.model)
+  got, _ = weights.load(str(tmp_path), params, frozen_template)
   tol = 0 if dtype == "float32" else 1e-2
   for a, b in zip(jax.tree.leaves(ema), jax.tree.leaves(got)):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=tol, atol=tol)
@@ -41,12 +42,12 @@ def test_bad_weights_folders_are_refused(tmp_path):
   config = model_configs.get_config("tiny")
   ema, frozen = _perturbed_state(config)
   weights.save(str(tmp_path), config, ema, frozen, step=1, shard_mib=0.5)
-  template = video.trainer(config).abstract_state()
+  _, params, frozen_template = model_lib.abstract_weights(config.model)
   other = model_configs.get_config("tiny")
   other.model.width = 32
-  small_template = video.trainer(other).abstract_state()
+  _, small_params, small_frozen = model_lib.abstract_weights(other.model)
   with pytest.raises(weights.WeightsError, match="shape"):
-    weights.load(str(tmp_path), small_template.ema, small_template.frozen)
+    weights.load(str(tmp_path), small_params, small_frozen)
   meta = json.load(open(tmp_path / "config.json"))
   del meta["config"]["model"]["mask0_all"]
   json.dump(meta, open(tmp_path / "config.json", "w"))
@@ -54,7 +55,7 @@ def test_bad_weights_folders_are_refused(tmp_path):
     KineMaskPipeline.from_weights(str(tmp_path))
   os.remove(tmp_path / "ema-00001.npz")
   with pytest.raises(weights.WeightsError, match="missing"):
-    weights.load(str(tmp_path), template.ema, template.frozen)
+    weights.load(str(tmp_path), params, frozen_template)
   with pytest.raises(CheckpointError, match="no config.json"):
     KineMaskPipeline.from_weights(str(tmp_path / "nowhere"))
   with pytest.raises(CheckpointError, match="shipped"):

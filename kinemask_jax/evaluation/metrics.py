@@ -100,7 +100,7 @@ class Comparison:
   truth_centroid [T,N,2], truth_visible [T,N], truth_area [T,N]; per object [N]: trackable (visible and
   coloured in frame 0), controlled (pushed), hit (in a collision and moved by the simulator), others
   (trackable, never hit, not pushed), moved (moved in the generated video); centroid [T,N,2] (the tracked
-  centroid carried over frames where the object is not found); frames (1 .. T-1)."""
+  centroid carried over frames where the object is not found)."""
   video: np.ndarray
   truth_video: np.ndarray
   tracks: tracking.Tracks
@@ -113,7 +113,11 @@ class Comparison:
   others: np.ndarray
   moved: np.ndarray
   centroid: np.ndarray
-  frames: np.ndarray
+
+  @property
+  def frames(self) -> np.ndarray:
+    """The frames the per-video averages run over: 1 .. T-1 (frame 0 is the given image)."""
+    return np.arange(1, self.video.shape[0])
 
   @property
   def shown(self) -> np.ndarray:
@@ -127,10 +131,15 @@ class Comparison:
 
   def displacement(self) -> tuple[np.ndarray, np.ndarray]:
     """(generated, simulated) displacement from frame 0 [T,N,2] (0 where unknown / not visible)."""
-    gen = self.centroid - self.centroid[:1]
-    gen = np.where(np.isfinite(gen), gen, 0.0)
-    sim = self.truth_centroid - self.truth_centroid[:1]
-    return gen, np.where(self.truth_visible[..., None], sim, 0.0)
+    return _displacements(self.centroid, self.truth_centroid, self.truth_visible)
+
+
+def _displacements(centroid, truth_centroid, truth_visible) -> tuple[np.ndarray, np.ndarray]:
+  """(generated, simulated) displacement from frame 0 [T,N,2]: 0 where the generated centroid is unknown or
+  the simulator does not show the object."""
+  gen = centroid - centroid[:1]
+  sim = truth_centroid - truth_centroid[:1]
+  return np.where(np.isfinite(gen), gen, 0.0), np.where(truth_visible[..., None], sim, 0.0)
 
 
 def compare(video: np.ndarray, example: dict, move_threshold_px: float) -> Comparison:
@@ -147,15 +156,13 @@ def compare(video: np.ndarray, example: dict, move_threshold_px: float) -> Compa
   controlled = np.asarray(example["moving_at_start"])[:n] & trackable
   collided = hit_objects(np.asarray(example["collisions"]), n) & ~controlled & trackable
   gen_c = carry_forward(tr.centroid, tr.found)
-  gen_disp = np.where(np.isfinite(gen_c - gen_c[:1]), gen_c - gen_c[:1], 0.0)
-  truth_disp = np.where(truth_vis[..., None], truth_c - truth_c[:1], 0.0)
+  gen_disp, truth_disp = _displacements(gen_c, truth_c, truth_vis)
   moved = np.linalg.norm(gen_disp, axis=-1).max(0) > move_threshold_px
   # "Hit": in a collision and moved by the simulator; objects merely touched count in neither class.
   hit = collided & (np.linalg.norm(truth_disp, axis=-1).max(0) > move_threshold_px)
   return Comparison(video=np.asarray(video), truth_video=truth_video, tracks=tr, truth_centroid=truth_c,
                     truth_visible=truth_vis, truth_area=truth_area, trackable=trackable, controlled=controlled,
-                    hit=hit, others=trackable & ~controlled & ~collided, moved=moved, centroid=gen_c,
-                    frames=np.arange(1, video.shape[0]))
+                    hit=hit, others=trackable & ~controlled & ~collided, moved=moved, centroid=gen_c)
 
 
 @dataclasses.dataclass(frozen=True)

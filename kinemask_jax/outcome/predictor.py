@@ -81,7 +81,7 @@ class OutcomeNet(nnx.Module):
   """Object-centric: a conv trunk over the image, the velocity mask and the push's geometry gives per-pixel
   features; each palette slot pools them over the pixels of its colour; a shared MLP reads each slot (with the
   scene's and the pushed object's pooled features) into its hit order [B,S,R+1], fate [B,S,F] and shape
-  [B,S,3] logits, and the context into the pushed object's fate [B,M]. Slots generalise across scenes because
+  [B,S,shapes] logits (F, shapes: the vocabulary's fates and shapes), and the context into the pushed object's fate [B,M]. Slots generalise across scenes because
   every colour is read by the same weights."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
@@ -113,7 +113,6 @@ class OutcomeNet(nnx.Module):
     h = jax.nn.gelu(self.slot_mlp2(jax.nn.gelu(self.slot_mlp(h))))
     rank, fate, shape = jnp.split(self.slot_head(h), np.cumsum([self.max_rank + 1, self.num_fates]), axis=-1)
     return dict(rank=rank, fate=fate, shape=shape, mover=self.mover_head(jax.nn.gelu(self.mover_mlp(context))))
-
 
 
 def build(predictor_cfg, seed: int) -> "OutcomeNet":

@@ -74,11 +74,13 @@ class KineMaskPipeline(Units):
   """A trained KineMask video model (its EMA weights) ready to sample; see the module docstring. Its units
   (video_shape, fps, velocity_from_arrow, check_velocity, ...) are those of kinemask_jax.units.Units."""
 
-  def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None, describer=None):
+  def __init__(self, config: ml_collections.ConfigDict, ema, frozen, step: int | None = None, describer=None,
+               graphdef=None):
     super().__init__(config)
     self.step = step
     self.describer = describer  # a kinemask_jax.outcome.predictor.OutcomePredictor for prompt="auto", or None
-    self._graphdef = model_lib.abstract_weights(config.model)[0]
+    # The graph the weights merge into (a loader has it already; otherwise made from the config).
+    self._graphdef = graphdef if graphdef is not None else model_lib.abstract_weights(config.model)[0]
     self._ema, self._frozen = ema, frozen
     self.tokenizer = text.Tokenizer.from_config(config.model.text)
     self._sample = jax.jit(self._sample_fn, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
@@ -86,7 +88,8 @@ class KineMaskPipeline(Units):
   @classmethod
   def from_stored(cls, stored: models.Stored, describer: str | None = None) -> "KineMaskPipeline":
     """A pipeline of a loaded model (kinemask_jax/store/models.py)."""
-    return cls(stored.config, stored.ema, stored.frozen, stored.step, _load_describer(describer, stored.config))
+    return cls(stored.config, stored.ema, stored.frozen, stored.step, _load_describer(describer, stored.config),
+               stored.graphdef)
 
   @classmethod
   def from_pretrained(cls, name: str, describer: str | None = None) -> "KineMaskPipeline":

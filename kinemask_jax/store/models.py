@@ -36,8 +36,10 @@ LAYOUT_FIELDS = {
 
 @dataclasses.dataclass(frozen=True)
 class Stored:
-  """A trained video model as stored: its config, EMA weights, frozen weights and training step."""
+  """A trained video model as stored: its config, the graph its weights merge into (nnx.GraphDef), EMA
+  weights, frozen weights and training step."""
   config: ml_collections.ConfigDict
+  graphdef: Any
   ema: Any
   frozen: Any
   step: int | None
@@ -140,12 +142,12 @@ def load_weights(directory: str) -> Stored:
   """A weights folder written by store/weights.save (config.json and EMA shards)."""
   config, meta = _weights_config(directory)
   config = _for_this_machine(config)
-  _, params, frozen = model_lib.abstract_weights(config.model)
+  graphdef, params, frozen = model_lib.abstract_weights(config.model)
   try:
     ema, frozen = weights.load(directory, params, frozen)
   except weights.WeightsError as e:
     raise CheckpointError(str(e)) from e
-  return Stored(config, ema, frozen, meta["step"])
+  return Stored(config, graphdef, ema, frozen, meta["step"])
 
 
 def load_pretrained(name: str) -> Stored:
@@ -156,13 +158,13 @@ def load_pretrained(name: str) -> Stored:
 def load_run(workdir: str, step: int | None = None) -> Stored:
   """The EMA weights of a training workdir's latest (or given) checkpoint."""
   config, ckpts, step = _run_config(workdir, step)
-  _, params, frozen = model_lib.abstract_weights(config.model)
+  graphdef, params, frozen = model_lib.abstract_weights(config.model)
   try:
     ema, frozen = ckpts.restore_weights(params, frozen, step)
   except Exception as e:  # orbax reports shape and structure mismatches with several exception types
     raise CheckpointError(f"workdir {workdir!r}: checkpoint {step} does not match the model its config "
                           f"describes: {type(e).__name__}: {e}") from e
-  return Stored(config, ema, frozen, step)
+  return Stored(config, graphdef, ema, frozen, step)
 
 
 def export_run(workdir: str, out: str, step: int | None = None, dtype: str = "float32") -> list[str]:

@@ -21,7 +21,7 @@ import optax
 from datagen import captions, cli, datasets, palette, shapes as shapes_lib
 from kinemask_jax.model import sharding as shd
 from kinemask_jax.outcome.predictor import OutcomePredictor, Vocabulary, build, inputs
-from kinemask_jax.training import input_pipeline, loop
+from kinemask_jax.training import input_pipeline, loop, trainer as trainer_lib
 from kinemask_jax.training.trainer import Task, Trainer
 
 
@@ -44,8 +44,6 @@ def targets(example: dict, max_rank: int, vocabulary: Vocabulary | None = None) 
     fate[slots[k]] = v.fates.index(f)
   return dict(rank=rank, fate=fate, shape=shape, mover_fate=np.int32(v.mover_fates.index(outcome.mover_fate)),
               mover_slot=np.int32(slots[outcome.mover]))
-
-
 
 
 class Example:
@@ -93,7 +91,6 @@ def examples(config, split: str):
 
 def validate_config(config) -> None:
   """Raises cli.ConfigError naming the first field of a predictor config out of its range (before any work)."""
-  from kinemask_jax.training import video
   require = cli.require
   datasets.validate_config(config)
   for field in ("predictor.hidden", "predictor.max_rank", "train.steps", "train.log_every", "train.checkpoint_every",
@@ -101,7 +98,7 @@ def validate_config(config) -> None:
     require(int(config[field]) >= 1, field, f"must be >= 1, got {config[field]!r}")
   require(len(config.predictor.loss_weights) == 4, "predictor.loss_weights",
           f"expected 4 weights (hit order, hit fate, shape, mover fate), got {config.predictor.loss_weights!r}")
-  video.validate_optim(config.optim)
+  trainer_lib.validate_optim(config.optim)
   require(config.conditioning.v_max_mps > 0, "conditioning.v_max_mps", f"must be > 0, got {config.conditioning.v_max_mps!r}")
 
 

@@ -22,6 +22,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from datagen import cli
 from kinemask_jax.model import sharding as shd
 
 
@@ -61,6 +62,16 @@ def make_optimizer(optim) -> optax.GradientTransformation:
                                  weight_decay=optim.weight_decay))
 
 
+def validate_optim(o) -> None:
+  """Raises cli.ConfigError naming the first `optim` field out of its range (every trained model's)."""
+  require = cli.require
+  require(o.learning_rate > 0, "optim.learning_rate", f"must be > 0, got {o.learning_rate!r}")
+  for field in ("warmup_steps", "decay_steps"):
+    require(o[field] >= 0, f"optim.{field}", f"must be >= 0, got {o[field]!r}")
+  require(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", f"must be in [0, 1), got {o.ema_decay!r}")
+  require(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip!r}")
+
+
 def ema_update(ema, params, step, ema_decay: float):
   """The EMA after a step, with warm-up: decay min(ema_decay, (1 + step) / (10 + step)), so that early on the
   average follows the parameters closely and a short run's EMA is not still mostly the initialisation."""
@@ -85,10 +96,6 @@ class Trainer:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                       ema=jax.tree.map(jnp.copy, params), opt_state=make_optimizer(self.config.optim).init(params),
                       rng=jax.random.key_data(jax.random.key(seed)))
-
-  def abstract_state(self) -> TrainState:
-    """The state's shapes (nothing allocated): a template to restore a checkpoint into."""
-    return jax.eval_shape(lambda: self._init(0))
 
   def state_sharding(self, state: TrainState) -> TrainState:
     """NamedShardings for a (possibly abstract) state: variables by their logical names, the rest replicated."""

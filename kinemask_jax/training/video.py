@@ -25,6 +25,7 @@ from kinemask_jax.sampling import media
 from kinemask_jax.store import checkpoints
 from kinemask_jax.training import curriculum, input_pipeline, loop
 from kinemask_jax.training.loop import TrainingError
+from kinemask_jax.training import trainer as trainer_lib
 from kinemask_jax.training.trainer import Task, Trainer, TrainState
 
 __all__ = ["TrainingError", "task", "trainer", "validate_config", "stage1_config", "train_and_evaluate"]
@@ -142,19 +143,9 @@ def validate_config(config) -> None:
   require(f.num_steps >= 1, "diffusion.num_steps", f"must be >= 1, got {f.num_steps!r}")
   require(f.time_shift > 0, "diffusion.time_shift", f"must be > 0, got {f.time_shift!r}")
   require(config.conditioning.v_max_mps > 0, "conditioning.v_max_mps", f"must be > 0, got {config.conditioning.v_max_mps!r}")
-  validate_optim(config.optim)
+  trainer_lib.validate_optim(config.optim)
   if config.init_from:
     require(os.path.isdir(config.init_from), "init_from", f"no such directory: {config.init_from!r}")
-
-
-def validate_optim(o) -> None:
-  """Raises cli.ConfigError naming the first `optim` field out of its range (every trained model's)."""
-  require = cli.require
-  require(o.learning_rate > 0, "optim.learning_rate", f"must be > 0, got {o.learning_rate!r}")
-  for field in ("warmup_steps", "decay_steps"):
-    require(o[field] >= 0, f"optim.{field}", f"must be >= 0, got {o[field]!r}")
-  require(0.0 <= o.ema_decay < 1.0, "optim.ema_decay", f"must be in [0, 1), got {o.ema_decay!r}")
-  require(o.grad_clip > 0, "optim.grad_clip", f"must be > 0, got {o.grad_clip!r}")
 
 
 def stage1_config(config):
