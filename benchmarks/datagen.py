@@ -1,10 +1,13 @@
 """Data-engine throughput: videos/s for physics, rendering and the whole engine, tiny and small sizes.
 
   python benchmarks/datagen.py [--sizes=tiny,small] [--batches=3] [--backend=c|mjx] [--batch_size=1024]
+                               [--mjx_max_pairs=N]
 
 Prints a table. Each figure is the best of --batches timed batches after one warm-up batch (compiles). The
 host column is the rest of the whole engine's time per video (scene sampling, model parameters, truth,
-events, captions, transfers): engine - physics - render.
+events, captions, transfers): engine - physics - render. For MJX, "first s" is the warm-up physics call
+(compile included) and "to C" the scenes of that batch whose collision cull overflowed and were simulated
+again with MuJoCo C (datagen/mjx_collision.py).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from configs import data as data_configs  # noqa: E402
 from datagen import engine, physics, render, scenes  # noqa: E402
 
 
-def _best(fn, repeats):
-  fn()  # warm-up: compiles
+def _best(fn, repeats, warm=True):
+  if warm:
+    fn()  # warm-up: compiles
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -40,27 +44,36 @@ def main():
   parser.add_argument("--batch_size", type=int, default=0, help="scenes per batch (default: config)")
   parser.add_argument("--backend", default=None, choices=["c", "mjx"])
   parser.add_argument("--threads", type=int, default=0, help="MuJoCo C rollout threads (default: config)")
+  parser.add_argument("--mjx_max_pairs", type=int, default=-1, help="MJX collision cull (default: config; 0: off)")
   args = parser.parse_args()
+  if args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1:
+    parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs must be >= 0")
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
-  print("| size | T x H x W | batch | backend | physics videos/s | render videos/s | engine videos/s | "
-        "host ms/video |")
-  print("|---|---|---|---|---|---|---|---|")
+  print("| size | T x H x W | batch | backend | first s | to C | physics videos/s | render videos/s | "
+        "engine videos/s | host ms/video |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     cfg = data_configs.get_config(size)
     if args.batch_size:
       cfg.batch_size = args.batch_size
     if args.threads:
       cfg.physics.threads = args.threads
+    if args.mjx_max_pairs >= 0:
+      cfg.physics.mjx_max_pairs = args.mjx_max_pairs
     backend = args.backend or physics.resolve_backend(cfg)
     b = cfg.batch_size
     batch = [scenes.sample_scene(s, cfg) for s in range(b)]
+    start = time.perf_counter()
     traj = physics.rollout(batch, cfg, backend)
-    t_phys = _best(lambda: physics.rollout(batch, cfg, backend), args.batches)
+    first = time.perf_counter() - start
+    to_c = "-" if traj.resimulated is None else int(traj.resimulated.sum())
+    t_phys = _best(lambda: physics.rollout(batch, cfg, backend), args.batches, warm=False)
     t_rend = _best(lambda: render.render(batch, traj.position, traj.quat, cfg), args.batches)
     t_all = _best(lambda: engine.generate_batch(range(b), cfg, backend), args.batches)
     host_ms = 1e3 * max(t_all - t_phys - t_rend, 0.0) / b
-    print(f"| {size} | {cfg.num_frames}x{cfg.height}x{cfg.width} | {b} | {backend} | {b / t_phys:.1f} | "
+    print(f"| {size} | {cfg.num_frames}x{cfg.height}x{cfg.width} | {b} | {backend} | {first:.1f} | {to_c} | "
+          f"{b / t_phys:.1f} | "
           f"{b / t_rend:.1f} | {b / t_all:.1f} | {host_ms:.2f} |", flush=True)
 
 

@@ -3,6 +3,8 @@
 Two backends simulate the same MJCF physics (see mjcf.py):
 - "c": the MuJoCo C engine via `mujoco.rollout` (threads). The fast path on CPU.
 - "mjx": MuJoCo XLA, jit + vmap over a batch of scenes on one canonical model. The fast path on GPU/TPU.
+  Its collision is MJX's, regrouped and culled to the nearest object pairs (datagen/mjx_collision.py);
+  a scene the cull cannot keep exact is simulated again with MuJoCo C.
 
 Known trap (jax 0.10.x on a 2-core CPU): a jitted vmap of mjx.step hangs inside XLA's CPU runtime at
 batch 32 or more with a small model, and already at batch 8 with our 6-slot canonical model (4 ran).
@@ -17,6 +19,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import json
+import logging
 import math
 
 import jax
@@ -27,6 +30,7 @@ import numpy as np
 from mujoco import rollout as mj_rollout
 
 from datagen import mjcf
+from datagen import mjx_collision
 from datagen import scenes as scenes_lib
 from datagen import shapes as shapes_lib
 
@@ -38,6 +42,8 @@ class Trajectory:
   quat: np.ndarray  # float32 [B,T,N,4] body orientation (w, x, y, z), world
   velocity: np.ndarray  # float32 [B,T,N,3] linear velocity of the centre, world, m/s
   contact: np.ndarray  # bool [B,T,N,N] objects a, b touched during the interval ending at frame t
+  # bool [B]: scenes the MJX backend handed to MuJoCo C (its collision cull could not be exact); None: C
+  resimulated: np.ndarray | None = None
 
 
 def steps_per_frame(cfg: ml_collections.ConfigDict) -> int:
@@ -148,7 +154,7 @@ class _Canonical:
   geom_kind: np.ndarray  # int [ngeom] shape id (datagen/shapes.py) of object geoms, -1 otherwise
   unit_mesh: tuple  # per mesh of the model: (vertices [V,3], face vertex coordinates [F,K,3]) at unit size
   mesh_of: dict  # (slot, shape id) -> index into unit_mesh, for the mesh shapes
-  step_fn: object  # jitted (params [B], qpos0 [B], qvel0 [B]) -> per-frame arrays
+  step_fn: object  # jitted (params [B], qpos0 [B], qvel0 [B]) -> per-frame arrays, overflow [B]
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,6 +175,7 @@ def _canonical(cfg_json: str) -> _Canonical:
              for k in range(cfg.scene.max_objects) for i, name in enumerate(table)
              if shapes_lib.SHAPES[name].mesh is not None}
   spf, t_frames, n_max = steps_per_frame(cfg), cfg.num_frames, cfg.scene.max_objects
+  max_pairs = cfg.physics.mjx_max_pairs
   slot_j = jnp.asarray(geom_slot)
 
   def one_scene(params, qpos0, qvel0):
@@ -180,25 +187,33 @@ def _canonical(cfg_json: str) -> _Canonical:
     d = mjx.make_data(m).replace(qpos=qpos0, qvel=qvel0)
     d = mjx.forward(m, d)
 
-    def substep(d, _):
+    def substep(carry, _):
+      d, overflow = carry
       d = mjx.step(m, d)
       con = d._impl.contact
       a, b = slot_j[con.geom1], slot_j[con.geom2]
       touching = (con.dist < 0) & (a >= 0) & (b >= 0)
       flags = jnp.zeros((n_max, n_max), bool).at[jnp.maximum(a, 0), jnp.maximum(b, 0)].max(touching)
-      return d, flags | flags.T
+      overflow = overflow | mjx_collision.near_overflow(m, d, max_pairs)
+      return (d, overflow), flags | flags.T
 
-    def frame(d, _):
-      d, flags = jax.lax.scan(substep, d, None, length=spf)
-      return d, (d.qpos, d.qvel, flags.any(0))
+    def frame(carry, _):
+      carry, flags = jax.lax.scan(substep, carry, None, length=spf)
+      return carry, (carry[0].qpos, carry[0].qvel, flags.any(0))
 
-    _, (qpos, qvel, contact) = jax.lax.scan(frame, d, None, length=t_frames - 1)
-    return qpos, qvel, contact
+    (_, overflow), (qpos, qvel, contact) = jax.lax.scan(frame, (d, jnp.array(False)), None, length=t_frames - 1)
+    return qpos, qvel, contact, overflow
+
+  def traced(fn):  # the merged (and culled) collision is what the rollout compiles: mjx_collision.py
+    def wrapped(*args):
+      with mjx_collision.patched(max_pairs):
+        return fn(*args)
+    return wrapped
 
   if jax.default_backend() == "cpu":
-    step_fn = jax.jit(lambda p, q, v: jax.lax.map(lambda x: one_scene(*x), (p, q, v)))
+    step_fn = jax.jit(traced(lambda p, q, v: jax.lax.map(lambda x: one_scene(*x), (p, q, v))))
   else:
-    step_fn = jax.jit(jax.vmap(one_scene))
+    step_fn = jax.jit(traced(jax.vmap(one_scene)))
   return _Canonical(mx, geom_slot, geom_kind, unit, mesh_of, step_fn)
 
 
@@ -267,17 +282,29 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
 
 
 def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, prepared=None) -> Trajectory:
-  """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring)."""
+  """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring).
+
+  Scenes in which the collision cull (cfg.physics.mjx_max_pairs, datagen/mjx_collision.py) met more
+  pairs within reach than it keeps are simulated again with MuJoCo C, so no contact is ever dropped;
+  `Trajectory.resimulated` marks them."""
   canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True))
   params, qpos0, qvel0 = prepared if prepared is not None else mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
   as_f32 = lambda x: jnp.asarray(x, jnp.float32)
-  qpos, qvel, contact = jax.device_get(canon.step_fn(jax.tree.map(as_f32, params), as_f32(qpos0), as_f32(qvel0)))
+  qpos, qvel, contact, overflow = jax.device_get(
+      canon.step_fn(jax.tree.map(as_f32, params), as_f32(qpos0), as_f32(qvel0)))
   qpos = np.concatenate([qpos0[:, None], qpos], 1).reshape(b, cfg.num_frames, -1, 7)
   qvel = np.concatenate([qvel0[:, None], qvel], 1).reshape(b, cfg.num_frames, -1, 6)
   contact = np.concatenate([np.zeros((b, 1) + contact.shape[2:], bool), contact], 1)
   valid = np.stack([s.valid for s in scenes])[:, None, :]
   zero = lambda x: np.where(valid[..., None], x, 0).astype(np.float32)
   contact = contact & valid[..., :, None] & valid[..., None, :]
-  return Trajectory(position=zero(qpos[..., :3]), quat=zero(qpos[..., 3:]), velocity=zero(qvel[..., :3]),
-                    contact=contact)
+  out = dict(position=zero(qpos[..., :3]), quat=zero(qpos[..., 3:]), velocity=zero(qvel[..., :3]), contact=contact)
+  again = np.flatnonzero(overflow)
+  if len(again):
+    exact = rollout_c([scenes[i] for i in again], cfg)
+    for field in out:
+      out[field][again] = getattr(exact, field)
+    logging.info("physics: %d of %d scenes had more than %d object pairs within reach (mjx_max_pairs); "
+                 "simulated with MuJoCo C", len(again), b, cfg.physics.mjx_max_pairs)
+  return Trajectory(**out, resimulated=np.asarray(overflow, bool))

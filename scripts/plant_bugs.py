@@ -117,6 +117,17 @@ BUGS = [
      "return restored[\"ema\"], template_frozen", "tests/test_weights.py"),
     ("restore drops the EMA", "kinemask_jax/store/checkpoints.py", "out[\"state\"] = out[\"state\"].replace(ema=out.pop(\"ema\"))",
      "out.pop(\"ema\")", "tests/test_train.py -k sigkill"),
+    # The merged, culled MJX collision (datagen/mjx_collision.py).
+    ("the cull never reports an overflow", "datagen/mjx_collision.py",
+     "return jnp.any(jnp.stack(counts) > max_pairs) if counts", "return jnp.any(jnp.stack(counts) > 10**6) if counts",
+     "tests/test_mjx_collision.py"),
+    ("the cull keeps the farthest pairs", "datagen/mjx_collision.py",
+     "jax.lax.top_k(-bounding_distance(m, d, group.pairs), max_pairs)",
+     "jax.lax.top_k(bounding_distance(m, d, group.pairs), max_pairs)", "tests/test_mjx_collision.py -k give_mjx"),
+    ("merged pairs all use the first mesh", "datagen/mjx_collision.py",
+     "stacked = jax.tree.map(lambda *fields: jnp.stack(fields)[index], *convex)",
+     "stacked = jax.tree.map(lambda *fields: jnp.stack(fields)[index * 0], *convex)",
+     "tests/test_mjx_collision.py -k give_mjx"),
 ]
 
 
