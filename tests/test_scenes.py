@@ -57,6 +57,7 @@ def test_most_videos_contain_a_collision(tiny_cfg):
     ({"physics.timestep_s": 0.003}, "config.physics.timestep_s"),
     ({"physics.timestep_s": 0.0}, "config.physics.timestep_s: must be > 0"),
     ({"physics.solver_iterations": 0}, "config.physics.solver_iterations"),
+    ({"physics.mjx_max_pairs": -1}, "config.physics.mjx_max_pairs: must be >= 0"),
     ({"render.supersample": 0}, "config.render.supersample"),
 ])
 def test_bad_config_names_the_field(tiny_cfg, overrides, message):
