@@ -13,15 +13,16 @@ collided every step, although only one geom of each slot is real and few objects
   MJX routine on the same inputs as `collision_driver.collision`, so the contacts are the same, in another
   order (by routine rather than by mesh);
 - culls (max_pairs > 0): an object-object call collides only its `max_pairs` nearest pairs by bounding
-  sphere (MJX's broadphase distance). The others keep their contact slots, since MJX's data has a static
-  contact and constraint layout, with MJX's "no contact" distance, which makes their constraint rows zero.
-  This is exact while no call has more than `max_pairs` pairs within reach; `near_overflow` says when it
-  had, and physics.rollout_mjx then simulates that scene again with MuJoCo C.
-On this repository's 2-core CPU (small scenes), a step went from 3.68 to 2.42 ms merged and to 1.57 ms culled
-to 4 pairs, and the rollout's compile from 25 to 14 s (README, "One GPU loan").
+  sphere (MJX's broadphase distance), and the data is laid out for those contacts alone (`condim`, which
+  `patched` hands to mjx.make_data), so the constraint solver has fewer rows too (small: 423 -> 179
+  contacts). This is exact while no call has more than `max_pairs` pairs within reach; `near_overflow`
+  says when it had, and physics.rollout_mjx then simulates that scene again with MuJoCo C.
+On this repository's 2-core CPU (small scenes), a step went from 3.9 to 2.7 ms merged and to 1.2 ms culled
+to 4 pairs, and the rollout's compile from 27 to 15 s (README, "One GPU loan").
 
-`patched(max_pairs)` makes MJX's forward pass use it while a function is traced (`forward.fwd_position`
-looks the collision function up on its module at call time): physics.py traces its rollout inside it. This
+`patched(max_pairs)` makes MJX's forward pass use it, and mjx.make_data lay out its contacts, while a
+function is traced (MJX looks both up on their module at call time): physics.py traces its rollout inside
+it. A data laid out otherwise is refused (ValueError), never collided into the wrong rows. This
 reaches into MJX's private modules, so mujoco and mujoco-mjx are pinned (requirements.txt), and
 tests/test_mjx_collision.py checks the contacts against MJX's own collision and a planted overflow.
 """
@@ -167,18 +168,11 @@ def merged_collision(m, d, max_pairs: int = 0):
       dist, pos, frame = func(m, d, group.parts[0][0], contact.geom)
     else:
       sides = [_side_info(m, d, group.types[i], group.pairs[:, i]) for i in (0, 1)]
-      if group.culled:
-        # Collide the nearest pairs only; the others keep their contact slots (the data's contact and
-        # constraint layout is static) with MJX's "no contact" distance, which makes their rows zero.
+      if group.culled:  # the nearest pairs only: the data's contact layout has room for them alone
         _, nearest = jax.lax.top_k(-bounding_distance(m, d, group.pairs), max_pairs)
-        near = jax.vmap(_PER_PAIR[func])(*jax.tree.map(lambda x: x[nearest], sides))
-        p = len(group.pairs)
-        far = (jnp.full((p,) + near[0].shape[1:], jnp.finfo(near[0].dtype).max, near[0].dtype),
-               jnp.zeros((p,) + near[1].shape[1:], near[1].dtype),
-               jnp.broadcast_to(jnp.eye(3, dtype=near[2].dtype), (p,) + near[2].shape[1:]))
-        dist, pos, frame = (f.at[nearest].set(n) for f, n in zip(far, near))
-      else:
-        dist, pos, frame = jax.vmap(_PER_PAIR[func])(*sides)
+        sides = jax.tree.map(lambda x: x[nearest], sides)
+        contact = jax.tree.map(lambda x: x[nearest], contact)
+      dist, pos, frame = jax.vmap(_PER_PAIR[func])(*sides)
       if dist.ndim == 2:  # several contacts per pair, pair-major: as MJX's collider
         dist, pos, frame = (x.reshape((-1,) + x.shape[2:]) for x in (dist, pos, frame))
     if func.ncon > 1:
@@ -187,7 +181,23 @@ def merged_collision(m, d, max_pairs: int = 0):
     by_condim.setdefault(int(group.parts[0][0].condim), []).append(contact)
   contacts = sum((by_condim[c] for c in sorted(by_condim)), [])
   contact = jax.tree.map(lambda *x: jnp.concatenate(x), *contacts)
+  if contact.dist.shape[0] != d._impl.ncon:  # pylint: disable=protected-access
+    raise ValueError(f"merged_collision: {contact.dist.shape[0]} contacts for a data made for {d._impl.ncon}; "  # pylint: disable=protected-access
+                     "make the data inside mjx_collision.patched() with the same max_pairs")
+  # `dim` and `efc_address` are static (numpy) fields: the data's layout, carried through unchanged.
   return d.tree_replace({"_impl.contact": contact})
+
+
+def condim(m, max_pairs: int = 0) -> np.ndarray:
+  """The contact layout of `merged_collision` (drop-in for `collision_driver.make_condim`): each contact's
+  condim, grouped by condim in increasing order, as the collision emits them. Culled calls emit
+  `max_pairs` pairs' contacts, so the data (and the constraint solver) carry fewer contact rows."""
+  counts = {}
+  for group in merged_groups(m, max_pairs):
+    pairs = max_pairs if group.culled else len(group.pairs)
+    c = int(group.parts[0][0].condim)
+    counts[c] = counts.get(c, 0) + pairs * group.func.ncon
+  return np.array(sum(([c] * counts[c] for c in sorted(counts)), []), dtype=int)
 
 
 _PATCH_LOCK = threading.RLock()
@@ -195,13 +205,16 @@ _PATCH_LOCK = threading.RLock()
 
 @contextlib.contextmanager
 def patched(max_pairs: int = 0):
-  """While inside, MJX's forward pass (hence mjx.step / mjx.forward) collides with `merged_collision`.
+  """While inside, MJX's forward pass (hence mjx.step / mjx.forward) collides with `merged_collision`, and
+  mjx.make_data lays out contacts and constraints for it (`condim`).
 
-  Use it around the tracing of a jitted function; the compiled function keeps the merged collision."""
+  Use it around the tracing of a jitted function that makes its data and steps it; the compiled function
+  keeps the merged collision."""
   with _PATCH_LOCK:
-    original = collision_driver.collision
+    original = collision_driver.collision, collision_driver.make_condim
     collision_driver.collision = functools.partial(merged_collision, max_pairs=max_pairs)
+    collision_driver.make_condim = lambda m, impl=None: condim(m, max_pairs)
     try:
       yield
     finally:
-      collision_driver.collision = original
+      collision_driver.collision, collision_driver.make_condim = original

@@ -1,5 +1,6 @@
 """The merged, culled MJX collision (datagen/mjx_collision.py) against MJX's own and MuJoCo C."""
 
+import contextlib
 import dataclasses
 import json
 
@@ -36,14 +37,18 @@ def _row_of_cylinders(cfg, gap_m: float) -> scenes.Scene:
                              yaw_rad=np.zeros(3, np.float32), velocity_mps=zero, angular_velocity_rps=zero)
 
 
-def _model_and_data(cfg, scene):
+def _model_and_data(cfg, scene, max_pairs=None):
+  """The scene's canonical model and its data after kinematics; the data laid out for `merged_collision`
+  with `max_pairs` (None: MJX's own layout)."""
   canon = physics._canonical(json.dumps(cfg.to_dict(), sort_keys=True))
   params, qpos, qvel = physics.mjx_batch_params([scene], cfg, canon)
   params = jax.tree.map(lambda x: jnp.asarray(x[0], jnp.float32), params)
   mx = canon.mjx_model
   convex = tuple(c.replace(vert=v, face=f) for c, (v, f) in zip(mx._impl.mesh_convex, params["mesh"]))
   m = mx.tree_replace({k: v for k, v in params.items() if k != "mesh"}).tree_replace({"_impl.mesh_convex": convex})
-  d = mjx.make_data(m).replace(qpos=jnp.asarray(qpos[0], jnp.float32), qvel=jnp.asarray(qvel[0], jnp.float32))
+  with mjx_collision.patched(max_pairs) if max_pairs is not None else contextlib.nullcontext():
+    d = mjx.make_data(m)
+  d = d.replace(qpos=jnp.asarray(qpos[0], jnp.float32), qvel=jnp.asarray(qvel[0], jnp.float32))
   return m, jax.jit(mjx.kinematics)(m, d)
 
 
@@ -54,27 +59,34 @@ def _touching(contact) -> list:
 
 def test_merged_and_culled_collision_give_mjx_contacts(tiny_cfg):
   """Three cylinders pressed together (cylinder-cylinder, and each on the table: the mesh groups), against
-  MJX's own collision: the same contacts, in a contact array of the same length (the data's layout)."""
+  MJX's own collision: the same contacts, culled ones in a shorter contact array (the data's layout)."""
   cfg = _cfg(tiny_cfg, 2)
-  m, d = _model_and_data(cfg, _row_of_cylinders(cfg, -0.004))
+  scene = _row_of_cylinders(cfg, -0.004)
+  m, d = _model_and_data(cfg, scene)
   stock = jax.jit(collision_driver.collision)(m, d)._impl.contact
   want = _touching(stock)
   slots = {tuple(sorted(np.asarray(m.geom_bodyid)[[a, b]] - 1)) for a, b, _ in want}
   assert {(0, 1), (1, 2), (-1, 0)} <= slots, slots  # cylinder-cylinder and cylinder-table contacts exist
+  sizes = []
   for max_pairs in (0, 2):
+    m, d = _model_and_data(cfg, scene, max_pairs)
     got = jax.jit(lambda m, d, k=max_pairs: mjx_collision.merged_collision(m, d, k))(m, d)._impl.contact
-    assert got.dist.shape == stock.dist.shape
+    assert got.dist.shape[0] == len(mjx_collision.condim(m, max_pairs)) == d._impl.ncon
     assert _touching(got) == want, max_pairs
+    sizes.append(got.dist.shape[0])
+  assert sizes[1] < sizes[0] == stock.dist.shape[0], sizes  # merged: all pairs; culled: fewer rows
+  with pytest.raises(ValueError, match="inside mjx_collision.patched"):  # data laid out for another cull
+    mjx_collision.merged_collision(m, _model_and_data(cfg, scene)[1], 2)
   assert len(mjx_collision.merged_groups(m)) < len(collision_driver._geom_groups(m))  # 9 calls, not 12
 
 
 def test_cull_overflow_is_detected(tiny_cfg):
   """Two cylinder pairs within reach: a cull to one pair would drop a contact, and says so."""
   cfg = _cfg(tiny_cfg, 1)
-  m, d = _model_and_data(cfg, _row_of_cylinders(cfg, -0.004))
+  m, d = _model_and_data(cfg, _row_of_cylinders(cfg, -0.004), 1)
   assert bool(mjx_collision.near_overflow(m, d, 1))
   assert not bool(mjx_collision.near_overflow(m, d, 2))
-  m, d = _model_and_data(cfg, _row_of_cylinders(cfg, 0.1))  # apart: nothing within reach
+  m, d = _model_and_data(cfg, _row_of_cylinders(cfg, 0.1), 1)  # apart: nothing within reach
   assert not bool(mjx_collision.near_overflow(m, d, 1))
 
 
