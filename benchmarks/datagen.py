@@ -1,13 +1,14 @@
 """Data-engine throughput: videos/s for physics, rendering and the whole engine, tiny and small sizes.
 
   python benchmarks/datagen.py [--sizes=tiny,small] [--batches=3] [--backend=c|mjx] [--batch_size=1024]
-                               [--mjx_max_pairs=N]
+                               [--mjx_max_pairs=N] [--parts=physics,render,engine]
 
 Prints a table. Each figure is the best of --batches timed batches after one warm-up batch (compiles). The
 host column is the rest of the whole engine's time per video (scene sampling, model parameters, truth,
 events, captions, transfers): engine - physics - render. For MJX, "first s" is the warm-up physics call
 (compile included) and "to C" the scenes of that batch whose collision cull overflowed and were simulated
-again with MuJoCo C (datagen/mjx_collision.py).
+again with MuJoCo C (datagen/mjx_collision.py). --parts=physics times the physics alone (the loan script's
+MJX run, which must fit a time cap); skipped parts print "-".
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def main():
   parser.add_argument("--backend", default=None, choices=["c", "mjx"])
   parser.add_argument("--threads", type=int, default=0, help="MuJoCo C rollout threads (default: config)")
   parser.add_argument("--mjx_max_pairs", type=int, default=-1, help="MJX collision cull (default: config; 0: off)")
+  parser.add_argument("--parts", default="physics,render,engine", help="what to time, of physics,render,engine")
   args = parser.parse_args()
+  parts = args.parts.split(",")
+  if not parts or set(parts) - {"physics", "render", "engine"}:
+    parser.error(f"--parts: expected names from physics,render,engine, got {args.parts!r}")
   if args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1:
     parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs must be >= 0")
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -69,12 +74,13 @@ def main():
     first = time.perf_counter() - start
     to_c = "-" if traj.resimulated is None else int(traj.resimulated.sum())
     t_phys = _best(lambda: physics.rollout(batch, cfg, backend), args.batches, warm=False)
-    t_rend = _best(lambda: render.render(batch, traj.position, traj.quat, cfg), args.batches)
-    t_all = _best(lambda: engine.generate_batch(range(b), cfg, backend), args.batches)
-    host_ms = 1e3 * max(t_all - t_phys - t_rend, 0.0) / b
+    t_rend = _best(lambda: render.render(batch, traj.position, traj.quat, cfg), args.batches) \
+        if "render" in parts else None
+    t_all = _best(lambda: engine.generate_batch(range(b), cfg, backend), args.batches) if "engine" in parts else None
+    rate = lambda t: "-" if t is None else f"{b / t:.1f}"
+    host = "-" if t_all is None or t_rend is None else f"{1e3 * max(t_all - t_phys - t_rend, 0.0) / b:.2f}"
     print(f"| {size} | {cfg.num_frames}x{cfg.height}x{cfg.width} | {b} | {backend} | {first:.1f} | {to_c} | "
-          f"{b / t_phys:.1f} | "
-          f"{b / t_rend:.1f} | {b / t_all:.1f} | {host_ms:.2f} |", flush=True)
+          f"{rate(t_phys)} | {rate(t_rend)} | {rate(t_all)} | {host} |", flush=True)
 
 
 if __name__ == "__main__":
