@@ -94,22 +94,21 @@ def merged_groups(m, max_pairs: int = 0) -> list[Group]:
   topology run together. Pairs with a world geom (the table, the ground: body 0) and object-object pairs
   form separate groups, and object-object groups of more than `max_pairs` pairs (when > 0) are culled.
   Static (numpy) work on the model."""
-  merged = {}  # (merged, with the world, key) -> [(MJX key, rows, pairs)]
+  groups, merged = [], {}  # merged: (with the world, routine, condim, mesh shapes) -> [(MJX key, rows, pairs)]
   body = np.asarray(m.geom_bodyid)
   for key, rows in collision_driver._geom_groups(m).items():  # pylint: disable=protected-access
     pairs = np.array(rows)[:, :2]
     if collision_driver._COLLISION_FUNC[key.types] not in _PER_PAIR:  # pylint: disable=protected-access
-      merged[(False, True, key)] = [(key, np.arange(len(pairs)), pairs)]  # MJX's own call, never culled
+      groups.append(Group(((key, np.arange(len(pairs))),), pairs, False))  # MJX's own call, never culled
       continue
     shapes = tuple(_topology(m, i) if t == GeomType.MESH else None for t, i in zip(key.types, key.data_ids))
     world = (body[pairs] == 0).any(1)
     for with_world in (True, False):
-      if (world == with_world).any():
-        mkey = (True, with_world, (tuple(int(t) for t in key.types), int(key.condim), shapes))
-        rows_here = np.flatnonzero(world == with_world)
+      rows_here = np.flatnonzero(world == with_world)
+      if len(rows_here):
+        mkey = (with_world, tuple(int(t) for t in key.types), int(key.condim), shapes)
         merged.setdefault(mkey, []).append((key, rows_here, pairs[rows_here]))
-  groups = []
-  for (_, with_world, _), parts in merged.items():
+  for (with_world, *_), parts in merged.items():
     pairs = np.concatenate([p for _, _, p in parts])
     culled = not with_world and 0 < max_pairs < len(pairs)
     groups.append(Group(tuple((k, i) for k, i, _ in parts), pairs, culled))
