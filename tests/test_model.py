@@ -368,6 +368,28 @@ def test_non_finite_step_leaves_the_state_unchanged():
     np.testing.assert_array_equal(a, b)
 
 
+def test_train_step_compiled_ahead_from_shapes_is_the_jitted_step():
+  # What kinemask_jax/express.py compiles on a helper thread before the data exists: from shapes alone, on
+  # the config's mesh, it must step exactly as the step jitted at first use, and refuse another batch shape.
+  from kinemask_jax.model import sharding as shd
+  trainer = video.trainer(tiny(), shd.make_mesh(tiny().mesh.shape))
+  batch = make_batch()
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  ahead = trainer.compile_step(trainer.abstract_state(0), like)
+  batch = jax.device_put(batch, trainer.batch_sharding(batch))
+  ends = []
+  for step_fn in (ahead, None):
+    state = trainer.init(0)
+    step_fn = step_fn or trainer.jit_step(state, batch)
+    for _ in range(2):
+      state, metrics = step_fn(state, batch)
+    ends.append(jax.tree.map(np.asarray, (state.params, state.ema, metrics["loss"])))
+  for a, b in zip(jax.tree.leaves(ends[0]), jax.tree.leaves(ends[1])):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises((TypeError, ValueError)):
+    ahead(trainer.init(0), jax.tree.map(lambda x: x[:1], batch))
+
+
 def test_bf16_compute_and_rematerialisation():
   batch = make_batch()
   cond, t = condition(batch), jnp.array([0.4, 0.8])

@@ -33,7 +33,7 @@ class TrainingError(RuntimeError):
 class Result:
   """What `fit` returns: the final state, the last synced step's metrics, every (step, loss) of this call,
   the steps it ran, seconds per step (the first, compiling step excluded) and seconds to compile and run the
-  first step."""
+  first step (only to run it when fit was given a compiled train_step)."""
   state: TrainState
   metrics: dict
   losses: list
@@ -57,7 +57,7 @@ def _check_finite(metrics: dict, step: int, ckpts) -> None:
 def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
         initial: Callable[[TrainState], TrainState] | None = None, hooks: Sequence[Callable] = (),
         budget_s: float | None = None, sync_every: int = 1, flops_per_step: float | None = None,
-        log: Callable[[str], None] = print) -> Result:
+        log: Callable[[str], None] = print, train_step: Callable | None = None) -> Result:
   """Trains (or resumes) and returns a Result; see the module docstring.
 
   batches: an iterator of global batches (training/input_pipeline.GlobalBatches, or any iterator; with a
@@ -66,7 +66,8 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
   step (e.g. sample GIFs). budget_s: run until this many seconds of steps have passed (the first step's
   compile excluded) instead of config.train.steps. sync_every: steps between fetches of the metrics from the
   device (the finite check happens at each fetch; a checkpoint or a log line always fetches first).
-  flops_per_step: for the tflops_per_device metric.
+  flops_per_step: for the tflops_per_device metric. train_step: the trainer's step already compiled for this
+  run's state and batches (Trainer.compile_step), used instead of jitting one at the first step.
   """
   primary = jax.process_index() == 0
   t = config.train
@@ -104,7 +105,7 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
     progress = tqdm(total=steps, initial=start_step, desc=label, unit="step", dynamic_ncols=True)
   losses_path = os.path.join(workdir, "losses.jsonl") if workdir is not None and primary else None
   window_start, window_steps = time.perf_counter(), 0
-  train_step, compile_s, clock = None, 0.0, None
+  compile_s, clock = 0.0, None
 
   def sync():
     """Fetches the pending steps' metrics (one transfer), checks them and records them."""

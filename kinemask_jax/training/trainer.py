@@ -118,6 +118,10 @@ class Trainer:
     with shd.activate(self.mesh, self.config.sharding_rules):
       return jax.jit(lambda: self._init(seed), out_shardings=self.state_sharding(abstract))()
 
+  def abstract_state(self, seed: int = 0) -> TrainState:
+    """The state's shapes and dtypes (jax.ShapeDtypeStruct leaves), without allocating it."""
+    return jax.eval_shape(lambda: self._init(seed))
+
   def loss_and_metrics(self, params, frozen, batch: dict, rng: jax.Array) -> tuple[jax.Array, dict]:
     return self.task.loss(nnx.merge(self.graphdef, params, frozen), batch, rng)
 
@@ -163,6 +167,12 @@ class Trainer:
     replicated = lambda: NamedSharding(self.mesh, PartitionSpec())
     return self._jit(self._step, lambda: (self.state_sharding(state), self.batch_sharding(batch)),
                      lambda: (self.state_sharding(state), replicated()), donate_argnums=0)
+
+  def compile_step(self, state: TrainState, batch: dict):
+    """The train step of `jit_step` compiled ahead of time for states and batches shaped like these (concrete
+    or jax.ShapeDtypeStruct, e.g. `abstract_state()`), e.g. on a helper thread while data is generated; call it
+    as the jitted step. It refuses (TypeError or ValueError) a state or batch of another shape or sharding."""
+    return self.jit_step(state, batch).lower(state, batch).compile()
 
   def jit_loss_and_grads(self, state: TrainState, batch: dict):
     """Jitted (state, batch, rng) -> (loss, grads) under this trainer's shardings (for checks)."""
