@@ -94,6 +94,38 @@ def test_batch_item_i_is_a_single_call_with_seed_plus_i(responsive, tiny_example
     responsive.generate(inputs[0][0], inputs[0][1], inputs[0][2], num_steps=STEPS, seed=[1, 2])
 
 
+def test_warm_and_batch_bucket_run_one_compiled_sampler(responsive, tiny_examples):
+  """What the loan run (kinemask_jax/express.py) relies on: after `warm(n)`, batched calls padded to
+  `batch_bucket` n compile nothing more, whatever their size up to n; the padding is dropped and the videos
+  are those of unpadded calls; another pipeline of the same model graph shares the compiled sampler."""
+  import logging
+  import jax
+  inputs = [_input(e) for e in tiny_examples[:3]]
+  args = [[i[k] for i in inputs] for k in range(3)]
+  plain = responsive.generate(*args, prompt="", num_steps=STEPS, seed=5).video
+  other = KineMaskPipeline(responsive.config, responsive._ema, responsive._frozen)
+  other.batch_bucket = 4
+  assert other.warm(4, num_steps=STEPS) > 0
+  messages = []
+  handler = logging.Handler()
+  handler.emit = lambda record: messages.append(record.getMessage())
+  logging.getLogger("jax").addHandler(handler)
+  try:
+    with jax.log_compiles():
+      jax.jit(lambda x: x + 1)(np.float32(0))  # a fresh function: its compile shows the log is seen
+      padded = [other.generate(*[a[:n] for a in args], prompt="", num_steps=STEPS, seed=5).video for n in (3, 2, 1)]
+  finally:
+    logging.getLogger("jax").removeHandler(handler)
+  assert any("compilation of jit(<lambda>)" in m for m in messages)
+  assert not [m for m in messages if "compilation of jit(sample)" in m]
+  for n, video in zip((3, 2, 1), padded):
+    assert video.shape == (n,) + responsive.video_shape
+    diff = np.abs(video.astype(int) - plain[:n])
+    assert diff.max() <= 2 and diff.mean() < 0.05, (n, diff.max(), diff.mean())
+  with pytest.raises(InputError, match="batch_size"):
+    other.warm(0)
+
+
 def test_seed_sets_the_noise(responsive, tiny_examples):
   image, mask, velocity = _input(tiny_examples[0])
   a, b, a2 = (responsive.generate(image, mask, velocity, num_steps=STEPS, seed=s).video for s in (0, 1, 0))

@@ -19,6 +19,8 @@ Nothing here imports training or evaluation code.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import time
 import warnings
 from collections.abc import Sequence
 
@@ -83,7 +85,10 @@ class KineMaskPipeline(Units):
     self._graphdef = graphdef if graphdef is not None else model_lib.abstract_weights(config.model)[0]
     self._ema, self._frozen = ema, frozen
     self.tokenizer = text.Tokenizer.from_config(config.model.text)
-    self._sample = jax.jit(self._sample_fn, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
+    self._sample = _sampler(self._graphdef, float(config.diffusion.time_shift))
+    # Batched calls pad their batch up to a multiple of this many examples (copies of the last one, dropped
+    # from the result), so that batches of any size run one compiled sampler (see `warm`); None: no padding.
+    self.batch_bucket: int | None = None
 
   @classmethod
   def from_stored(cls, stored: models.Stored, describer: str | None = None) -> "KineMaskPipeline":
@@ -195,11 +200,36 @@ class KineMaskPipeline(Units):
     return prompt
 
   # -- sampling -----------------------------------------------------------------------------------------
-  def _sample_fn(self, ema, frozen, cond, noise, *, num_steps, method, text_scale, mask_scale):
-    model = nnx.merge(self._graphdef, ema, frozen)
-    x = diffusion.sample(model, cond, None, noise.shape, num_steps, method, text_scale, mask_scale,
-                         self.config.diffusion.time_shift, noise=noise)
-    return diffusion.to_uint8(x)
+  def _settings(self, num_steps, method, text_scale, mask_scale) -> dict:
+    """The sampler's static settings from generate's arguments (None: the config's), checked."""
+    d = self.config.diffusion
+    num_steps = d.num_steps if num_steps is None else num_steps
+    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+      raise InputError(f"num_steps: expected a positive integer, got {num_steps!r}")
+    method = method or d.sampler
+    if method not in ("euler", "heun"):
+      raise InputError(f"method: expected 'euler' or 'heun', got {method!r}")
+    return dict(num_steps=int(num_steps), method=method,
+                text_scale=float(d.text_scale if text_scale is None else text_scale),
+                mask_scale=float(d.mask_scale if mask_scale is None else mask_scale))
+
+  def warm(self, batch_size: int, num_steps: int | None = None, method: str | None = None,
+           text_scale: float | None = None, mask_scale: float | None = None) -> float:
+    """Compiles the sampler for batched calls of `batch_size` examples with these settings (None: the
+    config's), so that such a `generate` call starts at once; e.g. on a helper thread while something else
+    runs. With `batch_bucket` set, a multiple of it covers every smaller batch. Pipelines of the same model
+    graph share their compiled samplers. Returns the seconds it took."""
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+      raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    start = time.perf_counter()
+    t, h, w, _ = self.video_shape
+    blank = (np.zeros((h, w, 3), np.uint8), np.zeros((1, h, w), bool), np.zeros((1, 3), np.float32))
+    cond = self._condition([blank] * int(batch_size), [""] * int(batch_size))
+    noise = jax.ShapeDtypeStruct((int(batch_size), t, h, w, 3), jnp.float32)
+    self._sample.lower(jax.tree.map(_abstract, self._ema), jax.tree.map(_abstract, self._frozen),
+                       jax.tree.map(_abstract, cond), noise,
+                       **self._settings(num_steps, method, text_scale, mask_scale)).compile()
+    return time.perf_counter() - start
 
   def generate(self, image, object_mask, velocity, prompt: str | Sequence[str] | None = "auto",
                num_steps: int | None = None, seed: int | Sequence[int] = 0, text_scale: float | None = None,
@@ -234,16 +264,7 @@ class KineMaskPipeline(Units):
       examples = [self._example(image, object_mask, velocity, "")]
       prompts = [self._prompt(prompt, "", examples[0])]
       seeds = _seeds(seed, None)
-    d = self.config.diffusion
-    num_steps = d.num_steps if num_steps is None else num_steps
-    if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-      raise InputError(f"num_steps: expected a positive integer, got {num_steps!r}")
-    method = method or d.sampler
-    if method not in ("euler", "heun"):
-      raise InputError(f"method: expected 'euler' or 'heun', got {method!r}")
-    videos = self._run(examples, prompts, int(num_steps), method, seeds,
-                       d.text_scale if text_scale is None else float(text_scale),
-                       d.mask_scale if mask_scale is None else float(mask_scale))
+    videos = self._run(examples, prompts, seeds, self._settings(num_steps, method, text_scale, mask_scale))
     frames = [e[0] for e in examples]
     masks = [e[1] for e in examples]
     vels = [e[2] for e in examples]
@@ -279,12 +300,32 @@ class KineMaskPipeline(Units):
     example = self._example(image, object_mask, velocity, "")
     return self._condition([example], [prompt or ""])
 
-  def _run(self, examples, prompts, num_steps, method, seeds, text_scale, mask_scale) -> np.ndarray:
+  def _run(self, examples, prompts, seeds, settings: dict) -> np.ndarray:
+    n = len(examples)
+    pad = -n % self.batch_bucket if self.batch_bucket else 0
+    examples, prompts, seeds = examples + examples[-1:] * pad, prompts + prompts[-1:] * pad, seeds + seeds[-1:] * pad
     cond = self._condition(examples, prompts)
     noise = jnp.stack([initial_noise(s, self.video_shape) for s in seeds])
-    out = self._sample(self._ema, self._frozen, cond, noise, num_steps=num_steps, method=method,
-                       text_scale=text_scale, mask_scale=mask_scale)
-    return np.asarray(jax.device_get(out))
+    out = self._sample(self._ema, self._frozen, cond, noise, **settings)
+    return np.asarray(jax.device_get(out))[:n]
+
+
+@functools.lru_cache(maxsize=8)
+def _sampler(graphdef, time_shift: float):
+  """The jitted sampler (weights, condition, noise -> uint8 videos) of a model graph, shared by every pipeline
+  of that graph: stage 1 and stage 2 of one model compile it once."""
+  def sample(ema, frozen, cond, noise, *, num_steps, method, text_scale, mask_scale):
+    model = nnx.merge(graphdef, ema, frozen)
+    x = diffusion.sample(model, cond, None, noise.shape, num_steps, method, text_scale, mask_scale, time_shift,
+                         noise=noise)
+    return diffusion.to_uint8(x)
+  return jax.jit(sample, static_argnames=("num_steps", "method", "text_scale", "mask_scale"))
+
+
+def _abstract(x):
+  """The shape, dtype and (for an array placed on devices) sharding of an array, for compiling ahead."""
+  sharding = x.sharding if isinstance(x, jax.Array) and x.committed else None
+  return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
 def initial_noise(seed: int, video_shape) -> jax.Array:
