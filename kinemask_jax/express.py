@@ -23,6 +23,7 @@ import platform
 import shutil
 import tempfile
 import time
+from concurrent import futures
 
 import jax
 import numpy as np
@@ -67,21 +68,69 @@ def generate(data_cfg, split: str, num: int, backend: str | None, clock: Clock, 
   return out
 
 
-def raw_arrays(examples: list[dict], tokenizer: text.Tokenizer) -> dict:
-  """The raw training batch layout (training/input_pipeline.py) of a list of examples, as device arrays."""
+def raw_arrays(examples: list[dict], tokenizer: text.Tokenizer, device: bool = True) -> dict:
+  """The raw training batch layout (training/input_pipeline.py) of a list of examples, as device arrays (numpy
+  with device=False)."""
   arrays = {k: np.stack([e[k] for e in examples]) for k in input_pipeline.RAW_KEYS}
   arrays["text_ids"], arrays["text_lengths"] = tokenizer.encode_batch([str(e["caption"]) for e in examples])
-  return {k: jax.device_put(v) for k, v in arrays.items()}
+  return {k: jax.device_put(v) for k, v in arrays.items()} if device else arrays
+
+
+def batch_like(examples: list[dict], tokenizer: text.Tokenizer, batch: int) -> dict:
+  """The shapes and dtypes (jax.ShapeDtypeStruct) of a training batch of `batch` examples like these."""
+  return {k: jax.ShapeDtypeStruct((batch,) + v.shape[1:], v.dtype)
+          for k, v in raw_arrays(examples[:1], tokenizer, device=False).items()}
+
+
+class Ahead:
+  """Compiles on one helper thread what the run needs next (each stage's train step, the evaluation's sampler)
+  while the main thread generates data or trains; the accelerator's host is otherwise idle then. With
+  enabled=False nothing runs ahead and `result` returns None (each compiles when first used)."""
+
+  def __init__(self, enabled: bool):
+    self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix="ahead") if enabled else None
+    self._jobs: dict[str, futures.Future] = {}
+    self.seconds: dict[str, float] = {}  # name -> seconds the helper spent on it
+
+  def submit(self, name: str, fn, *args) -> None:
+    if self._pool is None:
+      return
+    def timed():
+      start = time.perf_counter()
+      value = fn(*args)
+      self.seconds[name] = round(time.perf_counter() - start, 1)
+      return value
+    self._jobs[name] = self._pool.submit(timed)
+
+  def result(self, name: str):
+    """The job's value once done (its error raised here), or None when nothing ran ahead."""
+    return self._jobs.pop(name).result() if name in self._jobs else None
+
+  def close(self) -> None:
+    if self._pool is not None:
+      self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_trainer(config):
+  """The video trainer of a stage config on its mesh, with the curriculum's batch preparation on the device."""
+  return video.trainer(config, shd.make_mesh(config.mesh.shape), prepare=True)
+
+
+def compile_stage(config, like: dict):
+  """(trainer, its train step compiled for batches shaped like `like`) of a stage config."""
+  trainer = make_trainer(config)
+  return trainer, trainer.compile_step(trainer.abstract_state(config.seed), like)
 
 
 class RandomBatches:
-  """Batches of `batch` examples drawn at random (with replacement, seeded) from arrays held on the device."""
+  """Batches of `batch` examples drawn at random (with replacement, seeded) from arrays held on the device,
+  placed with `sharding` (a dict like the arrays of jax shardings, e.g. a trainer's batch_sharding)."""
 
-  def __init__(self, arrays: dict, batch: int, seed: int):
+  def __init__(self, arrays: dict, batch: int, seed: int, sharding: dict | None = None):
     self._arrays, self._batch = arrays, batch
     self._n = len(arrays["video"])
     self._rng = np.random.default_rng(seed)
-    self._take = jax.jit(lambda a, idx: jax.tree.map(lambda x: x[idx], a))
+    self._take = jax.jit(lambda a, idx: jax.tree.map(lambda x: x[idx], a), out_shardings=sharding)
 
   def __iter__(self):
     return self
@@ -90,19 +139,21 @@ class RandomBatches:
     return self._take(self._arrays, self._rng.integers(0, self._n, self._batch))
 
 
-def train_stage(config, arrays: dict, seconds: float, init=None, clock: Clock | None = None) -> loop.Result:
+def train_stage(config, arrays: dict, seconds: float, init=None, clock: Clock | None = None,
+                prepared=None) -> loop.Result:
   """Trains one curriculum stage for `seconds` of steps (compile excluded) on random batches of `arrays`,
   with the training loop (training/loop.py) in memory. init: (params, frozen, ema) to start from (stage 2
-  from stage 1)."""
-  mesh = shd.make_mesh(config.mesh.shape)
-  stage_trainer = video.trainer(config, mesh, prepare=True)
+  from stage 1). prepared: (trainer, compiled step) of `compile_stage`, else the step compiles at the start."""
+  trainer, step = prepared if prepared is not None else (make_trainer(config), None)
+  like = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype) for k, v in arrays.items()}
+  batches = RandomBatches(arrays, config.batch_size, config.seed + config.stage, trainer.batch_sharding(like))
 
   def initial(state):
     params, frozen, ema = jax.tree.map(jax.numpy.copy, init)  # copies: the train step donates its state
     return state.replace(params=params, frozen=frozen, ema=ema)
-  return loop.fit(config, stage_trainer, RandomBatches(arrays, config.batch_size, config.seed + config.stage), None,
-                  label=f"stage {config.stage}", initial=initial if init is not None else None, budget_s=seconds,
-                  sync_every=25, log=lambda m: log(clock, m) if clock is not None else None)
+  return loop.fit(config, trainer, batches, None, label=f"stage {config.stage}",
+                  initial=initial if init is not None else None, budget_s=seconds, sync_every=25,
+                  log=lambda m: log(clock, m) if clock is not None else None, train_step=step)
 
 
 def stage_configs(config):
@@ -117,13 +168,57 @@ def stage_configs(config):
   return s1, s2
 
 
+def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: float, ahead: Ahead,
+           eval_batch: int):
+  """Stage 1 then stage 2 for what the clock leaves after `reserve` seconds (the steps compiled ahead when
+  they were, waiting for them on the clock), the evaluation's sampler compiled behind stage 2. Returns
+  (timings and loss curves, stage-2 state, (pipeline, stage-1 pipeline)); both pipelines pad the evaluation's
+  batches to `eval_batch`."""
+  from kinemask_jax.sampling import api
+  t = time.perf_counter()
+  prepared1 = ahead.result("stage 1 step")
+  waited = time.perf_counter() - t
+  train_s = max(clock.left() - reserve, 5.0)
+  # A stage compiles its step at its start unless it was compiled ahead (not counted in its seconds).
+  compile_guess = 0.0 if prepared1 is not None else 0.1 * train_s
+  first_s = max((train_s - 2 * compile_guess) * stage1_fraction, 2.0)
+  r1 = train_stage(s1, arrays, first_s, clock=clock, prepared=prepared1)
+  log(clock, f"stage 1: {r1.steps} steps, {r1.seconds_per_step * 1e3:.1f} ms/step (first step {r1.compile_s:.1f} s"
+             f"{', compiled ahead' if prepared1 is not None else ''}), last loss {r1.losses[-1][1]:.4f}")
+  stage1_pipe = api.KineMaskPipeline(s1, r1.state.ema, r1.state.frozen, r1.steps)
+  stage1_pipe.batch_bucket = eval_batch  # every evaluation batch runs the sampler compiled here
+  ahead.submit("sampler", stage1_pipe.warm, eval_batch)  # shared with stage 2's pipeline (same model graph)
+  t = time.perf_counter()
+  prepared2 = ahead.result("stage 2 step")
+  waited += time.perf_counter() - t
+  second_s = max(clock.left() - reserve - (r1.compile_s if prepared2 is None else 0.0), 2.0)
+  r2 = train_stage(s2, arrays, second_s, init=(r1.state.params, r1.state.frozen, r1.state.ema), clock=clock,
+                   prepared=prepared2)
+  log(clock, f"stage 2: {r2.steps} steps, {r2.seconds_per_step * 1e3:.1f} ms/step (first step {r2.compile_s:.1f} s"
+             f"{', compiled ahead' if prepared2 is not None else ''}), last loss {r2.losses[-1][1]:.4f}")
+  pipe = api.KineMaskPipeline(s2, r2.state.ema, r2.state.frozen, r2.steps)
+  pipe.batch_bucket = eval_batch
+  t = time.perf_counter()
+  ahead.result("sampler")
+  waited += time.perf_counter() - t
+  train = dict(stage1=dict(steps=r1.steps, ms_per_step=round(r1.seconds_per_step * 1e3, 2), batch=s1.batch_size,
+                           seconds=round(first_s + r1.compile_s, 1), first_step_s=round(r1.compile_s, 1),
+                           compiled_ahead=prepared1 is not None),
+               stage2=dict(steps=r2.steps, ms_per_step=round(r2.seconds_per_step * 1e3, 2), batch=s2.batch_size,
+                           seconds=round(second_s + r2.compile_s, 1), first_step_s=round(r2.compile_s, 1),
+                           compiled_ahead=prepared2 is not None),
+               losses1=r1.losses[::max(len(r1.losses) // 400, 1)], losses2=r2.losses[::max(len(r2.losses) // 400, 1)],
+               waited_for_compiles_s=round(waited, 1))
+  return train, r2.state, (pipe, stage1_pipe)
+
+
 def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_fraction: float,
         backend: str | None, engine_batch: int, eval_minutes: float, data_seconds: float,
-        attach: tuple[str, ...] = (), eval_batch: int = 16) -> dict:
-  """The whole run; returns run.json's content (`attach`: text files copied into it, e.g. a benchmark log)."""
+        attach: tuple[str, ...] = (), eval_batch: int = 16, precompile: bool = True) -> dict:
+  """The whole run; returns run.json's content (`attach`: text files copied into it, e.g. a benchmark log).
+  precompile: compile each stage's step and the evaluation's sampler on a helper thread ahead of use."""
   from configs import evaluate as eval_configs
   from kinemask_jax.evaluation import report, score
-  from kinemask_jax.sampling import api
   clock = Clock(minutes)
   os.makedirs(out, exist_ok=True)
   info = dict(machine=f"{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on "
@@ -142,49 +237,41 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   train_cfg.with_depth = False  # depth serves the constant-velocity baseline on the test split only
   t0 = time.perf_counter()
   test = generate(data_cfg, "test", num_test, backend, clock, float("inf"))
-  train = generate(train_cfg, "train", num_train, backend, clock, data_seconds)
-  info["data"] = dict(train=len(train), test=len(test), seconds=round(time.perf_counter() - t0, 1),
-                      engine_batch=data_cfg.batch_size, backend=backend or "auto")
-  log(clock, f"data: {len(train)} train, {len(test)} test videos in {info['data']['seconds']} s")
-
   tokenizer = text.Tokenizer.from_config(config.model.text)
-  arrays = raw_arrays(train, tokenizer)
-  del train
-  reserve = 60.0 * eval_minutes
-  train_s = max(clock.left() - reserve, 5.0)
-  # Each stage also compiles its step (not counted in its seconds): leave room for that.
-  compile_guess = 0.1 * train_s
-  first_s = max((train_s - 2 * compile_guess) * stage1_fraction, 2.0)
-  r1 = train_stage(s1, arrays, first_s, clock=clock)
-  state1, losses1, steps1, sps1, compile1 = r1.state, r1.losses, r1.steps, r1.seconds_per_step, r1.compile_s
-  log(clock, f"stage 1: {steps1} steps, {sps1 * 1e3:.1f} ms/step (compile {compile1:.0f} s), last loss "
-             f"{losses1[-1][1]:.4f}")
-  second_s = max(clock.left() - reserve - compile1, 2.0)
-  r2 = train_stage(s2, arrays, second_s, init=(state1.params, state1.frozen, state1.ema), clock=clock)
-  state2, losses2, steps2, sps2, compile2 = r2.state, r2.losses, r2.steps, r2.seconds_per_step, r2.compile_s
-  log(clock, f"stage 2: {steps2} steps, {sps2 * 1e3:.1f} ms/step (compile {compile2:.0f} s), last loss "
-             f"{losses2[-1][1]:.4f}")
-  info["train"] = dict(stage1=dict(steps=steps1, ms_per_step=round(sps1 * 1e3, 2), batch=s1.batch_size,
-                                   seconds=round(first_s + compile1, 1)),
-                       stage2=dict(steps=steps2, ms_per_step=round(sps2 * 1e3, 2), batch=s2.batch_size,
-                                   seconds=round(second_s + compile2, 1)),
-                       losses1=losses1[::max(len(losses1) // 400, 1)], losses2=losses2[::max(len(losses2) // 400, 1)])
-  del arrays
+  ahead = Ahead(precompile)
+  try:
+    like = batch_like(test, tokenizer, s1.batch_size)
+    ahead.submit("stage 1 step", compile_stage, s1, like)  # behind the training data's generation
+    ahead.submit("stage 2 step", compile_stage, s2, like)  # behind stage 1, if not done before
+    train = generate(train_cfg, "train", num_train, backend, clock, data_seconds)
+    info["data"] = dict(train=len(train), test=len(test), seconds=round(time.perf_counter() - t0, 1),
+                        engine_batch=data_cfg.batch_size, backend=backend or "auto")
+    log(clock, f"data: {len(train)} train, {len(test)} test videos in {info['data']['seconds']} s")
+    arrays = raw_arrays(train, tokenizer)
+    del train
+    info["train"], state2, (pipe, stage1_pipe) = _train(s1, s2, arrays, clock, 60.0 * eval_minutes,
+                                                        stage1_fraction, ahead, eval_batch)
+    del arrays
+    info["train"]["compiled_ahead_s"] = dict(ahead.seconds)
+  finally:
+    ahead.close()
+  steps1, steps2 = stage1_pipe.step, pipe.step
 
   files = weights.save(os.path.join(out, "weights"), s2, state2.ema, state2.frozen, steps2, dtype="bfloat16",
                        extra=dict(stage1_steps=steps1, stage2_steps=steps2, machine=info["machine"]))
   log(clock, f"exported {len(files)} weight files")
 
-  pipe = api.KineMaskPipeline(s2, state2.ema, state2.frozen, steps2)
-  stage1_pipe = api.KineMaskPipeline(s1, state1.ema, state1.frozen, steps1)
   eval_cfg = eval_configs.get_config()
   eval_cfg.ablations.stage1_only = ""
   eval_cfg.num_strips = 3
   eval_cfg.batch_size = eval_batch
   scratch = tempfile.mkdtemp()
+  t = time.perf_counter()
   result = score.score(eval_cfg, pipe, test, scratch, f"express run ({config.size}, {minutes} min)",
-                          extra={"stage 1 only": stage1_pipe})
+                       extra={"stage 1 only": stage1_pipe})
   info["eval"] = result
+  info["eval_seconds"] = round(time.perf_counter() - t, 1)
+  log(clock, f"evaluation: {info['eval_seconds']} s")
   shutil.copy(os.path.join(scratch, "report.md"), os.path.join(out, "report.md"))
   shutil.copy(os.path.join(scratch, "eval", "samples.png"), os.path.join(out, "samples.png"))
   videos = pipe.generate(*[list(x) for x in zip(*[score.generation_inputs(e) for e in test[:4]])], prompt=None).video
@@ -215,9 +302,10 @@ def main(argv) -> None:
   if FLAGS.eval_minutes >= FLAGS.minutes:
     raise cli.UsageError(f"--eval_minutes: must be less than --minutes={FLAGS.minutes}, got {FLAGS.eval_minutes}")
   video.validate_config(_CONFIG.value)
+  precompile = FLAGS.precompile == "on" or (FLAGS.precompile == "auto" and jax.default_backend() != "cpu")
   run(_CONFIG.value, FLAGS.out, FLAGS.minutes, FLAGS.num_train, FLAGS.num_test, FLAGS.stage1_fraction,
       FLAGS.backend, FLAGS.engine_batch, FLAGS.eval_minutes, FLAGS.data_seconds, tuple(FLAGS.attach or ()),
-      FLAGS.eval_batch)
+      FLAGS.eval_batch, precompile)
 
 
 FLAGS = flags.FLAGS
@@ -236,6 +324,10 @@ def _define_flags() -> None:
   flags.DEFINE_enum("backend", None, ["c", "mjx"], "Physics backend (default: the config's, auto).")
   flags.DEFINE_integer("engine_batch", 0, "Scenes per data-engine batch (0: the data config's).")
   flags.DEFINE_integer("eval_batch", 16, "Videos generated together in the evaluation.")
+  flags.DEFINE_enum("precompile", "auto", ["auto", "on", "off"], "Compile each stage's step and the "
+                    "evaluation's sampler on a helper thread while data is generated and the stage before trains "
+                    "(auto: on an accelerator, whose host is idle then; off on a CPU backend, where it competes "
+                    "with the steps for the cores).")
   flags.DEFINE_multi_string("attach", [], "Text files to copy into run.json (e.g. a benchmark's log).")
 
 

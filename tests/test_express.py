@@ -18,7 +18,7 @@ def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
   env = dict(os.environ, OUT=str(out), SIZE="tiny", MINUTES="1.0", BENCH_S="0", DTYPE="float32", BATCH="8",
              ENGINE_BATCH="64",
              ANNEAL="20", NUM_TRAIN="64", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
-             EXTRA="--num_test=6 --eval_minutes=0.35 --eval_batch=8")
+             EXTRA="--num_test=6 --eval_minutes=0.35 --eval_batch=8 --precompile=on")
   proc = subprocess.run(["bash", "scripts/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
                         timeout=400)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -27,6 +27,9 @@ def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
   run = json.load(open(out / "run.json"))
   assert run["data"]["train"] == 64 and run["data"]["test"] == 6
   assert run["train"]["stage1"]["steps"] > 1 and run["train"]["stage2"]["steps"] > 1
+  # As on an accelerator: both steps and the evaluation's sampler compiled on the helper thread.
+  assert run["train"]["stage1"]["compiled_ahead"] and run["train"]["stage2"]["compiled_ahead"]
+  assert set(run["train"]["compiled_ahead_s"]) == {"stage 1 step", "stage 2 step", "sampler"}
   names = list(run["eval"]["results"])
   assert names[:2] == ["simulator (reference)", "KineMask"] and "stage 1 only" in names and "copy first frame" in names
   report = open(out / "report.md").read()
@@ -37,7 +40,7 @@ def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
 
 
 @pytest.mark.parametrize("flag, match", [("--minutes=0", "--minutes"), ("--stage1_fraction=1.5", "--stage1_fraction"),
-                                         ("--num_train=0", "--num_train")])
+                                         ("--num_train=0", "--num_train"), ("--precompile=sometimes", "--precompile")])
 def test_express_refuses_bad_flags_before_any_work(tmp_path, flag, match):
   proc = subprocess.run([sys.executable, "-m", "kinemask_jax.express", "--config=configs/stage2.py:tiny",
                          f"--out={tmp_path}", flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
