@@ -4,8 +4,10 @@
 # 1. installs the carried wheels in .whl/ where MuJoCo is missing (see README "One GPU loan");
 # 2. kinemask_jax.express: train and test data generated on the machine ($BACKEND physics: MuJoCo C on every
 #    core by default, rendering on the accelerator), stage 1 then stage 2 of the $SIZE recipe for what is
-#    left of $MINUTES minutes, evaluation against the baselines, bf16 weights;
-# 3. with the $BENCH_S seconds kept for it, the data-engine benchmark with MJX physics at batch
+#    left of $MINUTES minutes, evaluation against the baselines, bf16 weights (on the accelerator each stage's
+#    step and the evaluation's sampler compile on a helper thread while data is made and the stage before trains);
+# 3. with the $BENCH_S seconds kept for it: end-to-end `generate` of one $SIZE video at 25 steps
+#    (benchmarks/sample.py, at most 40 s), then the data-engine benchmark with MJX physics at batch
 #    $ENGINE_BATCH (the first loan measured 32 videos/s and a 97 s compile with MJX's own collision, before
 #    datagen/mjx_collision.py: see the README): physics alone first, then, in what is left, the whole
 #    engine (the compile is cached by then), appended to report.md.
@@ -18,7 +20,7 @@ SIZE=${SIZE:-small}
 MINUTES=${MINUTES:-8.6}
 BACKEND=${BACKEND:-c}
 ENGINE_BATCH=${ENGINE_BATCH:-1024}
-BENCH_S=${BENCH_S:-100}
+BENCH_S=${BENCH_S:-130}
 DTYPE=${DTYPE:-bfloat16}
 BATCH=${BATCH:-64}
 NUM_TRAIN=${NUM_TRAIN:-32768}
@@ -44,6 +46,13 @@ python3 -m kinemask_jax.express --config="configs/stage2.py:$SIZE" --out="$OUT" 
   --config.curriculum.anneal_steps="$ANNEAL" --num_train="$NUM_TRAIN" --eval_batch=64 --eval_minutes=1.6 \
   --data_seconds=45 $EXTRA || exit 1
 
+REMAINING=$(( ${MINUTES%.*} * 60 - ($(date +%s) - START) ))
+CAP=$(( REMAINING < BENCH_S ? REMAINING : BENCH_S ))
+if [ "$CAP" -gt 50 ]; then
+  { echo; echo "## Sampling: one $SIZE video, 25 steps, end to end"; echo; } >> "$OUT/report.md"
+  timeout 40 python3 -m benchmarks.sample --sizes="$SIZE" --steps=25 --batches=1 --dtype="$DTYPE" 2>&1 \
+    | grep --line-buffered "^|\|^# machine" | tee -a "$OUT/report.md"
+fi
 REMAINING=$(( ${MINUTES%.*} * 60 - ($(date +%s) - START) ))
 CAP=$(( REMAINING < BENCH_S ? REMAINING : BENCH_S ))
 if [ "$CAP" -gt 20 ]; then
