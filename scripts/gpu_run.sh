@@ -43,7 +43,7 @@ LEFT=$(python3 -c "print(round(($MINUTES * 60 - $BENCH_S - ($(date +%s) - $START
 python3 -m kinemask_jax.express --config="configs/stage2.py:$SIZE" --out="$OUT" --minutes="$LEFT" \
   --backend="$BACKEND" --engine_batch="$ENGINE_BATCH" \
   --config.data.physics.threads="$THREADS" --config.model.dtype="$DTYPE" --config.batch_size="$BATCH" \
-  --config.curriculum.anneal_steps="$ANNEAL" --num_train="$NUM_TRAIN" --eval_batch=64 --eval_minutes=1.6 \
+  --config.curriculum.anneal_steps="$ANNEAL" --num_train="$NUM_TRAIN" --eval_batch=64 --eval_minutes=1.0 \
   --data_seconds=45 $EXTRA || exit 1
 
 REMAINING=$(( ${MINUTES%.*} * 60 - ($(date +%s) - START) ))

@@ -146,3 +146,18 @@ def test_a_registered_metric_reaches_scores_summary_table_and_report(tiny_exampl
   finally:
     metrics.unregister("brightness_change")
   assert "brightness_change" not in metrics.score_video(e["video"], e, 1.0)
+
+
+def test_threaded_scoring_keeps_each_video_with_its_example(tiny_examples):
+  from kinemask_jax.evaluation import score
+  examples = list(tiny_examples[:6])
+  videos = [np.asarray(e["video"]) if i % 2 else baselines.copy_first_frame(e) for i, e in enumerate(examples)]
+  threshold = 0.02 * videos[0].shape[2]
+  serial = [metrics.score_video(v, e, threshold) for v, e in zip(videos, examples)]
+  threaded = score.score_videos(videos, examples, threshold)
+  for a, b in zip(threaded, serial):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+  # The order matters: the scores of the videos differ.
+  assert len({round(float(np.nanmean(s["motion_error_px"])), 4) for s in serial}) > 1
