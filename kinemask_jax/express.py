@@ -91,6 +91,7 @@ class Ahead:
     self._pool = futures.ThreadPoolExecutor(1, thread_name_prefix="ahead") if enabled else None
     self._jobs: dict[str, futures.Future] = {}
     self.seconds: dict[str, float] = {}  # name -> seconds the helper spent on it
+    self.errors: dict[str, str] = {}  # name -> why it failed
 
   def submit(self, name: str, fn, *args) -> None:
     if self._pool is None:
@@ -102,9 +103,22 @@ class Ahead:
       return value
     self._jobs[name] = self._pool.submit(timed)
 
-  def result(self, name: str):
-    """The job's value once done (its error raised here), or None when nothing ran ahead."""
-    return self._jobs.pop(name).result() if name in self._jobs else None
+  def result(self, name: str, clock: Clock | None = None):
+    """The job's value once done; None when nothing ran ahead, or when the job failed (logged, kept in
+    `errors`): the caller then compiles at first use, as without a helper, so a loan is not lost to it."""
+    job = self._jobs.pop(name, None)
+    if job is None:
+      return None
+    try:
+      return job.result()
+    except Exception as e:  # noqa: BLE001 - any failure falls back to compiling at first use, said aloud
+      self.errors[name] = f"{type(e).__name__}: {str(e)[:300]}"
+      message = f"compiling {name} ahead failed ({self.errors[name]}); it compiles at first use"
+      if clock is not None:
+        log(clock, message)
+      else:
+        print(message, flush=True)
+      return None
 
   def close(self) -> None:
     if self._pool is not None:
@@ -176,7 +190,7 @@ def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: 
   batches to `eval_batch`."""
   from kinemask_jax.sampling import api
   t = time.perf_counter()
-  prepared1 = ahead.result("stage 1 step")
+  prepared1 = ahead.result("stage 1 step", clock)
   waited = time.perf_counter() - t
   train_s = max(clock.left() - reserve, 5.0)
   # A stage compiles its step at its start unless it was compiled ahead (not counted in its seconds).
@@ -189,7 +203,7 @@ def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: 
   stage1_pipe.batch_bucket = eval_batch  # every evaluation batch runs the sampler compiled here
   ahead.submit("sampler", stage1_pipe.warm, eval_batch)  # shared with stage 2's pipeline (same model graph)
   t = time.perf_counter()
-  prepared2 = ahead.result("stage 2 step")
+  prepared2 = ahead.result("stage 2 step", clock)
   waited += time.perf_counter() - t
   second_s = max(clock.left() - reserve - (r1.compile_s if prepared2 is None else 0.0), 2.0)
   r2 = train_stage(s2, arrays, second_s, init=(r1.state.params, r1.state.frozen, r1.state.ema), clock=clock,
@@ -199,14 +213,14 @@ def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: 
   pipe = api.KineMaskPipeline(s2, r2.state.ema, r2.state.frozen, r2.steps)
   pipe.batch_bucket = eval_batch
   t = time.perf_counter()
-  ahead.result("sampler")
+  ahead.result("sampler", clock)
   waited += time.perf_counter() - t
   train = dict(stage1=dict(steps=r1.steps, ms_per_step=round(r1.seconds_per_step * 1e3, 2), batch=s1.batch_size,
                            seconds=round(first_s + r1.compile_s, 1), first_step_s=round(r1.compile_s, 1),
-                           compiled_ahead=prepared1 is not None),
+                           compiled_ahead=prepared1 is not None and r1.ahead_refused is None),
                stage2=dict(steps=r2.steps, ms_per_step=round(r2.seconds_per_step * 1e3, 2), batch=s2.batch_size,
                            seconds=round(second_s + r2.compile_s, 1), first_step_s=round(r2.compile_s, 1),
-                           compiled_ahead=prepared2 is not None),
+                           compiled_ahead=prepared2 is not None and r2.ahead_refused is None),
                losses1=r1.losses[::max(len(r1.losses) // 400, 1)], losses2=r2.losses[::max(len(r2.losses) // 400, 1)],
                waited_for_compiles_s=round(waited, 1))
   return train, r2.state, (pipe, stage1_pipe)
@@ -253,6 +267,7 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
                                                         stage1_fraction, ahead, eval_batch)
     del arrays
     info["train"]["compiled_ahead_s"] = dict(ahead.seconds)
+    info["train"]["ahead_errors"] = dict(ahead.errors)
   finally:
     ahead.close()
   steps1, steps2 = stage1_pipe.step, pipe.step

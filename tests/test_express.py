@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kinemask_jax import KineMaskPipeline
@@ -46,3 +47,36 @@ def test_express_refuses_bad_flags_before_any_work(tmp_path, flag, match):
                          f"--out={tmp_path}", flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode != 0 and match in proc.stderr
   assert not os.listdir(tmp_path)
+
+
+def test_a_stage_jits_its_step_when_the_one_compiled_ahead_refuses_the_batch(tiny_examples, capsys):
+  # On a new jax (the loan machine's) a step compiled ahead might refuse what the run hands it; the stage must
+  # then say so and train, not lose the loan.
+  from configs import stage2
+  from kinemask_jax import express
+  from kinemask_jax.model import text
+  s1, _ = express.stage_configs(stage2.get_config("tiny"))
+  s1.batch_size = 4
+  tokenizer = text.Tokenizer.from_config(s1.model.text)
+  arrays = express.raw_arrays(list(tiny_examples[:8]), tokenizer)
+  refusing = express.compile_stage(s1, express.batch_like(list(tiny_examples), tokenizer, 2))  # another batch
+  result = express.train_stage(s1, arrays, 1.0, clock=express.Clock(1.0), prepared=refusing)
+  assert result.ahead_refused and result.steps >= 1 and np.isfinite(result.losses[-1][1])
+  assert "the step compiled ahead refused" in capsys.readouterr().out
+  fine = express.train_stage(s1, arrays, 1.0, prepared=express.compile_stage(s1, express.batch_like(
+      list(tiny_examples), tokenizer, 4)))
+  assert fine.ahead_refused is None and fine.steps >= 1
+
+
+def test_a_compile_that_fails_ahead_is_said_and_left_to_first_use(capsys):
+  from kinemask_jax import express
+  ahead = express.Ahead(True)
+  ahead.submit("x", lambda: 1 / 0)
+  ahead.submit("y", lambda: 7)
+  assert ahead.result("x") is None and "ZeroDivisionError" in ahead.errors["x"]
+  assert ahead.result("y") == 7 and ahead.result("z") is None and set(ahead.seconds) == {"y"}
+  assert "compiling x ahead failed (ZeroDivisionError" in capsys.readouterr().out
+  ahead.close()
+  off = express.Ahead(False)
+  off.submit("y", lambda: 7)
+  assert off.result("y") is None

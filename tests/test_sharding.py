@@ -40,3 +40,30 @@ def test_spec_rules_and_mesh_errors():
     shd.make_mesh((1, 1))
   with pytest.raises(ValueError, match="devices"):
     shd.make_mesh((2, 1, 1), jax.devices()[:1])
+
+
+def test_an_activated_mesh_belongs_to_its_thread():
+  # kinemask_jax/express.py traces steps on a helper thread while the main thread traces its own work: a mesh
+  # activated on one thread must not shard (or stop sharding) what the other traces.
+  import threading
+  import jax
+  import jax.numpy as jnp
+  mesh = shd.make_mesh((1, 1, -1))
+  entered, release = threading.Event(), threading.Event()
+
+  def helper():
+    with shd.activate(mesh, [("batch", "data")]):
+      entered.set()
+      release.wait(10)
+  thread = threading.Thread(target=helper)
+  thread.start()
+  entered.wait(10)
+  try:
+    text = jax.jit(lambda x: shd.constrain(x * 2, ("batch",))).lower(jnp.ones(4)).as_text()
+    assert "sharding_constraint" not in text and "Sharding" not in text
+    with shd.activate(mesh, [("batch", "data")]):
+      inside = jax.jit(lambda x: shd.constrain(x * 2, ("batch",))).lower(jnp.ones(4)).as_text()
+    assert "sharding_constraint" in inside or "Sharding" in inside
+  finally:
+    release.set()
+    thread.join()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -27,7 +28,15 @@ BATCH, LENGTH, EMBED, HEADS, KV, MLP = "batch", "length", "embed", "heads", "kv"
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
-_active: list[tuple[Mesh, Rules]] = []
+class _Active(threading.local):
+  """The (mesh, rules) contexts entered by `activate`, per thread: a step traced on a helper thread (e.g.
+  kinemask_jax/express.py compiling ahead) neither sees nor disturbs the main thread's."""
+
+  def __init__(self):
+    self.stack: list[tuple[Mesh, Rules]] = []
+
+
+_active = _Active()
 
 
 def param_init(init, names: tuple[str | None, ...]):
@@ -70,11 +79,11 @@ def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None)
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: Rules) -> Iterator[None]:
   """Within this context (while tracing), `constrain` shards activations on `mesh` by `rules`."""
-  _active.append((mesh, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)))
+  _active.stack.append((mesh, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)))
   try:
     yield
   finally:
-    _active.pop()
+    _active.stack.pop()
 
 
 def spec_for(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules) -> PartitionSpec:
@@ -106,9 +115,9 @@ def spec_for(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rule
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
   """Constrains activation `x` to the sharding of its logical `names`; a no-op when no mesh is active."""
-  if not _active:
+  if not _active.stack:
     return x
-  mesh, rules = _active[-1]
+  mesh, rules = _active.stack[-1]
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec_for(names, x.shape, mesh, rules)))
 
 

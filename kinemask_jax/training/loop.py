@@ -40,6 +40,7 @@ class Result:
   steps: int
   seconds_per_step: float
   compile_s: float
+  ahead_refused: str | None = None  # why a given compiled train_step was refused (the step then jitted), or None
 
 
 def _check_finite(metrics: dict, step: int, ckpts) -> None:
@@ -67,7 +68,9 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
   compile excluded) instead of config.train.steps. sync_every: steps between fetches of the metrics from the
   device (the finite check happens at each fetch; a checkpoint or a log line always fetches first).
   flops_per_step: for the tflops_per_device metric. train_step: the trainer's step already compiled for this
-  run's state and batches (Trainer.compile_step), used instead of jitting one at the first step.
+  run's state and batches (Trainer.compile_step), used instead of jitting one at the first step; if it refuses
+  the first step's state or batch (TypeError or ValueError: another shape or sharding), the loop logs why, jits
+  the step as without it and says so in Result.ahead_refused.
   """
   primary = jax.process_index() == 0
   t = config.train
@@ -105,7 +108,7 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
     progress = tqdm(total=steps, initial=start_step, desc=label, unit="step", dynamic_ncols=True)
   losses_path = os.path.join(workdir, "losses.jsonl") if workdir is not None and primary else None
   window_start, window_steps = time.perf_counter(), 0
-  compile_s, clock = 0.0, None
+  compile_s, clock, ahead_refused = 0.0, None, None
 
   def sync():
     """Fetches the pending steps' metrics (one transfer), checks them and records them."""
@@ -124,9 +127,19 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
     if clock is not None and budget_s is not None and time.perf_counter() - clock >= budget_s:
       break
     batch = next(batches)
+    given_first = train_step is not None and clock is None  # the first step of a step compiled ahead
     if train_step is None:
       train_step = trainer.jit_step(state, batch)
-    state, metrics = train_step(state, batch)
+    if given_first:
+      try:  # a step compiled ahead checks its arguments before it runs (nothing is donated yet)
+        state, metrics = train_step(state, batch)
+      except (TypeError, ValueError) as e:
+        ahead_refused = f"{type(e).__name__}: {str(e)[:300]}"
+        log(f"{label}: the step compiled ahead refused this state or batch ({ahead_refused}); jitting it now")
+        train_step = trainer.jit_step(state, batch)
+        state, metrics = train_step(state, batch)
+    else:
+      state, metrics = train_step(state, batch)
     done += 1
     window_steps += 1
     if clock is None:  # the first step compiles: the budget and the speed count from its end
@@ -170,4 +183,4 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
     writer.flush()
   ran = done - start_step
   per_step = (time.perf_counter() - clock) / max(ran - 1, 1) if clock is not None else float("nan")
-  return Result(state, metrics_host, losses, ran, per_step, compile_s)
+  return Result(state, metrics_host, losses, ran, per_step, compile_s, ahead_refused)
