@@ -68,18 +68,16 @@ def generate(data_cfg, split: str, num: int, backend: str | None, clock: Clock, 
   return out
 
 
-def raw_arrays(examples: list[dict], tokenizer: text.Tokenizer, device: bool = True) -> dict:
-  """The raw training batch layout (training/input_pipeline.py) of a list of examples, as device arrays (numpy
-  with device=False)."""
+def raw_arrays(examples: list[dict], tokenizer: text.Tokenizer) -> dict:
+  """The raw training batch layout (training/input_pipeline.py) of a list of examples, as device arrays."""
   arrays = {k: np.stack([e[k] for e in examples]) for k in input_pipeline.RAW_KEYS}
   arrays["text_ids"], arrays["text_lengths"] = tokenizer.encode_batch([str(e["caption"]) for e in examples])
-  return {k: jax.device_put(v) for k, v in arrays.items()} if device else arrays
+  return {k: jax.device_put(v) for k, v in arrays.items()}
 
 
-def batch_like(examples: list[dict], tokenizer: text.Tokenizer, batch: int) -> dict:
-  """The shapes and dtypes (jax.ShapeDtypeStruct) of a training batch of `batch` examples like these."""
-  return {k: jax.ShapeDtypeStruct((batch,) + v.shape[1:], v.dtype)
-          for k, v in raw_arrays(examples[:1], tokenizer, device=False).items()}
+def batch_like(arrays: dict, batch: int) -> dict:
+  """The shapes and dtypes (jax.ShapeDtypeStruct) of a batch of `batch` examples of `raw_arrays`."""
+  return {k: jax.ShapeDtypeStruct((batch,) + v.shape[1:], v.dtype) for k, v in arrays.items()}
 
 
 class Ahead:
@@ -92,6 +90,7 @@ class Ahead:
     self._jobs: dict[str, futures.Future] = {}
     self.seconds: dict[str, float] = {}  # name -> seconds the helper spent on it
     self.errors: dict[str, str] = {}  # name -> why it failed
+    self.waited_s = 0.0  # seconds the caller spent waiting in `result`
 
   def submit(self, name: str, fn, *args) -> None:
     if self._pool is None:
@@ -109,6 +108,7 @@ class Ahead:
     job = self._jobs.pop(name, None)
     if job is None:
       return None
+    start = time.perf_counter()
     try:
       return job.result()
     except Exception as e:  # noqa: BLE001 - any failure falls back to compiling at first use, said aloud
@@ -119,6 +119,8 @@ class Ahead:
       else:
         print(message, flush=True)
       return None
+    finally:
+      self.waited_s += time.perf_counter() - start
 
   def close(self) -> None:
     if self._pool is not None:
@@ -159,8 +161,8 @@ def train_stage(config, arrays: dict, seconds: float, init=None, clock: Clock | 
   with the training loop (training/loop.py) in memory. init: (params, frozen, ema) to start from (stage 2
   from stage 1). prepared: (trainer, compiled step) of `compile_stage`, else the step compiles at the start."""
   trainer, step = prepared if prepared is not None else (make_trainer(config), None)
-  like = {k: jax.ShapeDtypeStruct((config.batch_size,) + v.shape[1:], v.dtype) for k, v in arrays.items()}
-  batches = RandomBatches(arrays, config.batch_size, config.seed + config.stage, trainer.batch_sharding(like))
+  batches = RandomBatches(arrays, config.batch_size, config.seed + config.stage,
+                          trainer.batch_sharding(batch_like(arrays, config.batch_size)))
 
   def initial(state):
     params, frozen, ema = jax.tree.map(jax.numpy.copy, init)  # copies: the train step donates its state
@@ -182,6 +184,15 @@ def stage_configs(config):
   return s1, s2
 
 
+def _stage_summary(clock: Clock, config, r: loop.Result, prepared, seconds: float) -> dict:
+  """Logs a trained stage and returns its run.json entry."""
+  ahead = prepared is not None and r.ahead_refused is None
+  log(clock, f"stage {config.stage}: {r.steps} steps, {r.seconds_per_step * 1e3:.1f} ms/step (first step "
+             f"{r.compile_s:.1f} s{', compiled ahead' if ahead else ''}), last loss {r.losses[-1][1]:.4f}")
+  return dict(steps=r.steps, ms_per_step=round(r.seconds_per_step * 1e3, 2), batch=config.batch_size,
+              seconds=round(seconds + r.compile_s, 1), first_step_s=round(r.compile_s, 1), compiled_ahead=ahead)
+
+
 def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: float, ahead: Ahead,
            eval_batch: int):
   """Stage 1 then stage 2 for what the clock leaves after `reserve` seconds (the steps compiled ahead when
@@ -189,40 +200,26 @@ def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: 
   (timings and loss curves, stage-2 state, (pipeline, stage-1 pipeline)); both pipelines pad the evaluation's
   batches to `eval_batch`."""
   from kinemask_jax.sampling import api
-  t = time.perf_counter()
   prepared1 = ahead.result("stage 1 step", clock)
-  waited = time.perf_counter() - t
   train_s = max(clock.left() - reserve, 5.0)
   # A stage compiles its step at its start unless it was compiled ahead (not counted in its seconds).
   compile_guess = 0.0 if prepared1 is not None else 0.1 * train_s
   first_s = max((train_s - 2 * compile_guess) * stage1_fraction, 2.0)
   r1 = train_stage(s1, arrays, first_s, clock=clock, prepared=prepared1)
-  log(clock, f"stage 1: {r1.steps} steps, {r1.seconds_per_step * 1e3:.1f} ms/step (first step {r1.compile_s:.1f} s"
-             f"{', compiled ahead' if prepared1 is not None else ''}), last loss {r1.losses[-1][1]:.4f}")
+  stage1 = _stage_summary(clock, s1, r1, prepared1, first_s)
   stage1_pipe = api.KineMaskPipeline(s1, r1.state.ema, r1.state.frozen, r1.steps)
   stage1_pipe.batch_bucket = eval_batch  # every evaluation batch runs the sampler compiled here
   ahead.submit("sampler", stage1_pipe.warm, eval_batch)  # shared with stage 2's pipeline (same model graph)
-  t = time.perf_counter()
   prepared2 = ahead.result("stage 2 step", clock)
-  waited += time.perf_counter() - t
   second_s = max(clock.left() - reserve - (r1.compile_s if prepared2 is None else 0.0), 2.0)
   r2 = train_stage(s2, arrays, second_s, init=(r1.state.params, r1.state.frozen, r1.state.ema), clock=clock,
                    prepared=prepared2)
-  log(clock, f"stage 2: {r2.steps} steps, {r2.seconds_per_step * 1e3:.1f} ms/step (first step {r2.compile_s:.1f} s"
-             f"{', compiled ahead' if prepared2 is not None else ''}), last loss {r2.losses[-1][1]:.4f}")
+  stage2 = _stage_summary(clock, s2, r2, prepared2, second_s)
   pipe = api.KineMaskPipeline(s2, r2.state.ema, r2.state.frozen, r2.steps)
   pipe.batch_bucket = eval_batch
-  t = time.perf_counter()
   ahead.result("sampler", clock)
-  waited += time.perf_counter() - t
-  train = dict(stage1=dict(steps=r1.steps, ms_per_step=round(r1.seconds_per_step * 1e3, 2), batch=s1.batch_size,
-                           seconds=round(first_s + r1.compile_s, 1), first_step_s=round(r1.compile_s, 1),
-                           compiled_ahead=prepared1 is not None and r1.ahead_refused is None),
-               stage2=dict(steps=r2.steps, ms_per_step=round(r2.seconds_per_step * 1e3, 2), batch=s2.batch_size,
-                           seconds=round(second_s + r2.compile_s, 1), first_step_s=round(r2.compile_s, 1),
-                           compiled_ahead=prepared2 is not None and r2.ahead_refused is None),
-               losses1=r1.losses[::max(len(r1.losses) // 400, 1)], losses2=r2.losses[::max(len(r2.losses) // 400, 1)],
-               waited_for_compiles_s=round(waited, 1))
+  train = dict(stage1=stage1, stage2=stage2, losses1=r1.losses[::max(len(r1.losses) // 400, 1)],
+               losses2=r2.losses[::max(len(r2.losses) // 400, 1)], waited_for_compiles_s=round(ahead.waited_s, 1))
   return train, r2.state, (pipe, stage1_pipe)
 
 
@@ -254,7 +251,7 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   tokenizer = text.Tokenizer.from_config(config.model.text)
   ahead = Ahead(precompile)
   try:
-    like = batch_like(test, tokenizer, s1.batch_size)
+    like = batch_like(raw_arrays(test[:1], tokenizer), s1.batch_size)
     ahead.submit("stage 1 step", compile_stage, s1, like)  # behind the training data's generation
     ahead.submit("stage 2 step", compile_stage, s2, like)  # behind stage 1, if not done before
     train = generate(train_cfg, "train", num_train, backend, clock, data_seconds)

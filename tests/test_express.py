@@ -59,12 +59,11 @@ def test_a_stage_jits_its_step_when_the_one_compiled_ahead_refuses_the_batch(tin
   s1.batch_size = 4
   tokenizer = text.Tokenizer.from_config(s1.model.text)
   arrays = express.raw_arrays(list(tiny_examples[:8]), tokenizer)
-  refusing = express.compile_stage(s1, express.batch_like(list(tiny_examples), tokenizer, 2))  # another batch
+  refusing = express.compile_stage(s1, express.batch_like(arrays, 2))  # another batch size
   result = express.train_stage(s1, arrays, 1.0, clock=express.Clock(1.0), prepared=refusing)
   assert result.ahead_refused and result.steps >= 1 and np.isfinite(result.losses[-1][1])
   assert "the step compiled ahead refused" in capsys.readouterr().out
-  fine = express.train_stage(s1, arrays, 1.0, prepared=express.compile_stage(s1, express.batch_like(
-      list(tiny_examples), tokenizer, 4)))
+  fine = express.train_stage(s1, arrays, 1.0, prepared=express.compile_stage(s1, express.batch_like(arrays, 4)))
   assert fine.ahead_refused is None and fine.steps >= 1
 
 

@@ -285,7 +285,7 @@ def evaluate(eval_config, workdir: str | None, out_dir: str | None = None, pretr
 def score_videos(videos, examples: list[dict], threshold: float) -> list[dict]:
   """metrics.score_video of each (video, example), in order, on a thread per core (the tracking's array work
   runs outside the GIL: 1.8x on 2 cores)."""
-  with futures.ThreadPoolExecutor(max(min(os.cpu_count() or 1, 16), 1)) as pool:
+  with futures.ThreadPoolExecutor(min(os.cpu_count() or 1, 16)) as pool:
     return list(pool.map(lambda pair: metrics.score_video(pair[0], pair[1], threshold), zip(videos, examples)))
 
 
