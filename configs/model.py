@@ -88,6 +88,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   d.time_mean = 0.0  # logit-normal training times
   d.time_std = 1.0
   d.loss_weighting = "clean"  # velocity error x t^2 = clean-video error; "velocity": unweighted (diffusion.loss)
+  # Loss weight of object pixels (in frame f or frame 0) is 1 + object_weight, the rest 1 (diffusion.object_pixel_weight).
+  d.object_weight = 0.0
   d.sampler = "euler"  # or "heun"
   d.num_steps = 25
   d.time_shift = 1.0

@@ -79,3 +79,41 @@ def test_delta_output_makes_a_still_scene_the_zero_output_and_the_loss_skips_fra
   assert loss(video.at[:, 2].set(0.3), cond) > 1e-3
   with pytest.raises(ValueError, match="loss_weighting"):
     diffusion.loss(model, video, cond, jax.random.key(1), 0.0, 1.0, "eps")
+
+
+def test_object_weight_scales_the_error_on_object_pixels_only():
+  ids = np.zeros((1, 3, 4, 4), np.uint8)
+  ids[0, 0, 0, 0] = 1  # object 1 in frame 0 at (0, 0), in frame 2 at (3, 3): weighted where it was and is
+  ids[0, 2, 3, 3] = 1
+  w = np.asarray(diffusion.object_pixel_weight(jnp.asarray(ids), 3.0))[..., 0]
+  expected = np.ones((1, 3, 4, 4), np.float32)
+  expected[0, :, 0, 0] = 4.0
+  expected[0, 2, 3, 3] = 4.0
+  np.testing.assert_array_equal(w, expected)
+  # A zero-initialised model predicts the first frame, so the error lies where the video differs from it:
+  # a change inside the weighted pixels costs exactly (1 + w) times the unweighted loss.
+  model = VideoDiT(model_configs.get_config("tiny").model, rngs=nnx.Rngs(0))
+  video, cond = _still_video()
+  video = video.at[:, 2, 2:4, 2:4].set(0.7)
+  weight = jnp.ones(video.shape[:-1] + (1,)).at[:, 2, 2:4, 2:4].set(4.0)
+  loss = lambda pw: float(diffusion.loss(model, video, cond, jax.random.key(1), 0.0, 1.0, "clean", pw))
+  np.testing.assert_allclose(loss(weight), 4.0 * loss(None), rtol=1e-5)
+  assert loss(None) > 1e-4
+
+
+def test_the_training_batch_carries_the_object_weight_only_when_asked(tiny_examples):
+  config = train_configs.get_config("tiny", stage=1)
+  raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
+  batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  assert "pixel_weight" not in batch  # the default: every pixel weighs 1
+  config.diffusion.object_weight = 2.0
+  batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  on_object = (np.asarray(raw["instance_ids"]) > 0) | (np.asarray(raw["instance_ids"])[:, :1] > 0)
+  np.testing.assert_array_equal(np.asarray(batch["pixel_weight"])[..., 0], np.where(on_object, 3.0, 1.0))
+  assert 0 < on_object.mean() < 0.5
+  # and the video task's loss uses it: the zero-initialised model's error is on the moving objects.
+  task = video.task(config, prepare=False)
+  model = VideoDiT(config.model, rngs=nnx.Rngs(0))
+  weighted = float(task.loss(model, batch, jax.random.key(2))[0])
+  plain = float(task.loss(model, {k: v for k, v in batch.items() if k != "pixel_weight"}, jax.random.key(2))[0])
+  assert weighted > 1.5 * plain > 0

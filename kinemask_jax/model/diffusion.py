@@ -64,12 +64,13 @@ LOSS_WEIGHTINGS = ("velocity", "clean")
 
 
 def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_std: float,
-         weighting: str = "velocity") -> Array:
+         weighting: str = "velocity", pixel_weight: Array | None = None) -> Array:
   """Mean squared error of the predicted flow velocity over frames 1..T-1; x0 [B,T,H,W,3] in [-1, 1].
 
   weighting "velocity": the plain velocity error; "clean": times t^2, which for an x-predicting model is
   the error of its clean video (x_0 - x_0_pred = t (v_pred - v)): every noise level weighs the same,
-  instead of the low-noise steps (weight 1 / t^2 on the clean error) dominating.
+  instead of the low-noise steps (weight 1 / t^2 on the clean error) dominating. pixel_weight (broadcast
+  against [B,T,H,W,3], e.g. [B,T,H,W,1]): each pixel's error times it (`object_pixel_weight`).
   """
   if weighting not in LOSS_WEIGHTINGS:
     raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
@@ -81,7 +82,18 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
   err = jnp.square(predict(model, x_t, t, cond) - (noise - x0))
   if weighting == "clean":
     err = err * jnp.square(tb)
+  if pixel_weight is not None:
+    err = err * pixel_weight
   return jnp.mean(err[:, 1:])
+
+
+def object_pixel_weight(instance_ids: Array, object_weight: float) -> Array:
+  """Per-pixel loss weight [B,T,H,W,1] from instance ids [B,T,H,W] (0: no object): 1 + object_weight where an
+  object is in frame f or was in frame 0 (so both where an object goes and the floor it leaves), else 1.
+  Objects cover a few percent of a frame, so with the plain mean the background's error dominates."""
+  ids = jnp.asarray(instance_ids)
+  on_object = (ids > 0) | (ids[:, :1] > 0)
+  return (1.0 + object_weight * on_object.astype(jnp.float32))[..., None]
 
 
 def guided_velocity(model, x_t: Array, t: Array, cond: Condition, text_scale: float, mask_scale: float,

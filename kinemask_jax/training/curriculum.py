@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kinemask_jax.model import conditioning
+from kinemask_jax.model import conditioning, diffusion
 
 
 def scheduled_k(step, num_frames: int, stage: int, anneal_steps: int):
@@ -41,7 +41,8 @@ def guidance_dropout(rng: jax.Array, batch: int, drop_text_prob: float, drop_mas
 
 def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   """The train step's batch {"video": float [B,T,H,W,3] in [-1, 1], "cond": Condition} from a raw batch:
-  the curriculum's k, the Condition (kinemask_jax/model/conditioning.py) and the guidance dropout; and the
+  the curriculum's k, the Condition (kinemask_jax/model/conditioning.py) and the guidance dropout, plus
+  "pixel_weight" [B,T,H,W,1] when `diffusion.object_weight` > 0 (diffusion.object_pixel_weight); and the
   curriculum's metrics (mean k, fraction of k = 1)."""
   b, t = raw["video"].shape[:2]
   rng_k, rng_drop = jax.random.split(rng)
@@ -50,4 +51,7 @@ def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   cond = conditioning.from_truth(raw, k, config.conditioning.v_max_mps)
   drop_text, drop_mask = guidance_dropout(rng_drop, b, cur.drop_text_prob, cur.drop_mask_prob)
   batch = dict(video=conditioning.to_model_space(raw["video"]), cond=cond.drop(text=drop_text, mask=drop_mask))
+  object_weight = config.diffusion.get("object_weight", 0.0)
+  if object_weight:
+    batch["pixel_weight"] = diffusion.object_pixel_weight(raw["instance_ids"], object_weight)
   return batch, dict(curriculum_k=jnp.mean(k.astype(jnp.float32)), k1_fraction=jnp.mean(k == 1))

@@ -37,7 +37,8 @@ def task(config, prepare: bool = True) -> Task:
   d = config.diffusion
 
   def loss(model, batch, rng):
-    return diffusion.loss(model, batch["video"], batch["cond"], rng, d.time_mean, d.time_std, d.loss_weighting), {}
+    return diffusion.loss(model, batch["video"], batch["cond"], rng, d.time_mean, d.time_std, d.loss_weighting,
+                          batch.get("pixel_weight")), {}
   return Task(build=functools.partial(model_lib.build, config.model), loss=loss,
               trainable=model_lib.trainable_filter(config.model),
               prepare=functools.partial(curriculum.model_batch, config=config) if prepare else None)
@@ -139,6 +140,7 @@ def validate_config(config) -> None:
   require(f.time_std > 0, "diffusion.time_std", f"must be > 0, got {f.time_std!r}")
   require(f.loss_weighting in diffusion.LOSS_WEIGHTINGS, "diffusion.loss_weighting",
           f"must be one of {diffusion.LOSS_WEIGHTINGS}, got {f.loss_weighting!r}")
+  require(f.get("object_weight", 0.0) >= 0, "diffusion.object_weight", f"must be >= 0, got {f.get('object_weight')!r}")
   require(f.sampler in ("euler", "heun"), "diffusion.sampler", f"must be 'euler' or 'heun', got {f.sampler!r}")
   require(f.num_steps >= 1, "diffusion.num_steps", f"must be >= 1, got {f.num_steps!r}")
   require(f.time_shift > 0, "diffusion.time_shift", f"must be > 0, got {f.time_shift!r}")
