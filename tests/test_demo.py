@@ -129,6 +129,9 @@ def test_the_page_in_a_browser(server, browser, tmp_path):
   assert not d.find_element("id", "error").is_displayed()
   image = np.array(d.execute_script("return state.scene.image"), np.uint8)
   x, y = _object_pixel(server, d.execute_script("return state.scene.id"), image)
+  # A slow server: the selection answers after the mouse is released; the arrow must still count.
+  d.execute_script("const f = window.fetch; window.fetch = async (...a) => { if (String(a[0]).includes('/api/select'))"
+                   " await new Promise((r) => setTimeout(r, 1500)); return f(...a); };")
   _drag(d, canvas, scale, x, y, -6 * scale, 0)
   _wait(d, lambda: d.execute_script("return state.objects.length === 1 && state.objects[0].velocity[0] < 0"), 30,
         "the object's velocity from the arrow")
