@@ -1,7 +1,19 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
+
+# One persistent XLA compilation cache for the run, inherited by the processes the tests start (trainer,
+# evaluation, demo): many tests compile the same tiny programs, and on 2 cores compiling is most of their
+# time. A fresh directory per run (removed at exit), so nothing carries over between runs; a
+# JAX_COMPILATION_CACHE_DIR already set is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="kinemask_jax_test_xla_cache_")
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
