@@ -157,6 +157,11 @@ def merged_collision(m, d, max_pairs: int = 0):
   numeric = collision_driver._numeric  # pylint: disable=protected-access
   if numeric(m, "max_geom_pairs") > -1 or numeric(m, "max_contact_points") > -1:
     raise ValueError("merged_collision: the model's max_geom_pairs / max_contact_points are not supported")
+  expected = len(condim(m, max_pairs))  # static: checked before any work, so a wrong layout fails at once
+  if expected != d._impl.ncon:  # pylint: disable=protected-access
+    raise ValueError(f"merged_collision: max_pairs={max_pairs} makes {expected} contacts, but the data was made "
+                     f"for {d._impl.ncon}; make the data inside mjx_collision.patched() with the same "  # pylint: disable=protected-access
+                     "max_pairs")
   params = collision_driver._contact_groups(m, d)  # pylint: disable=protected-access
   by_condim = {}
   for group in merged_groups(m, max_pairs):
@@ -180,9 +185,7 @@ def merged_collision(m, d, max_pairs: int = 0):
     by_condim.setdefault(int(group.parts[0][0].condim), []).append(contact)
   contacts = sum((by_condim[c] for c in sorted(by_condim)), [])
   contact = jax.tree.map(lambda *x: jnp.concatenate(x), *contacts)
-  if contact.dist.shape[0] != d._impl.ncon:  # pylint: disable=protected-access
-    raise ValueError(f"merged_collision: {contact.dist.shape[0]} contacts for a data made for {d._impl.ncon}; "  # pylint: disable=protected-access
-                     "make the data inside mjx_collision.patched() with the same max_pairs")
+  assert contact.dist.shape[0] == expected, (contact.dist.shape[0], expected)  # condim() describes this layout
   # `dim` and `efc_address` are static (numpy) fields: the data's layout, carried through unchanged.
   return d.tree_replace({"_impl.contact": contact})
 
