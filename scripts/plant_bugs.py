@@ -188,7 +188,7 @@ def main() -> int:
       with open(target, "w") as f:
         f.write(original.replace(old, new))
       start = time.time()
-      proc = subprocess.run(f"{sys.executable} -m pytest -x -q -p no:cacheprovider {selection}", shell=True, cwd=tmp,
+      proc = subprocess.run(f"{sys.executable} -m pytest -n 0 -x -q -p no:cacheprovider {selection}", shell=True, cwd=tmp,
                             capture_output=True, text=True)
       with open(target, "w") as f:
         f.write(original)
