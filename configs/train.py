@@ -10,8 +10,9 @@ from configs import model as model_configs
 
 # Steps of stage 1 and of stage 2, global batch, peak learning rate where it differs from the model config's
 # (configs/model.py, 3e-4), checkpoint and sample periods, stage 2's anneal. tiny is the recipe measured on a
-# 2-core CPU (README, "The tiny recipe"): 45-66 minutes for both stages there, with the day's speed; its
-# learning rate 2e-3 beat 3e-4 at equal steps on every evaluation metric but hit recall and vanished (equal).
+# 2-core CPU (README, "The tiny recipe"): 45-85 minutes for both stages there (0.21-0.38 s a step, with the
+# day's speed); its learning rate 2e-3 beat 3e-4 at equal steps on every evaluation metric but hit recall and
+# vanished (equal).
 # small is for an accelerator (one H200 trained it for 6 minutes at batch 64). base and large batches are what
 # fits one 80 GB H100 in bf16 without remat.
 _SIZES = {
