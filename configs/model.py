@@ -65,6 +65,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.output = "delta"  # the network predicts the change from the first frame ("video": the frame itself)
   m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
   m.push_geometry = True  # every frame gets its position along / across the push line and the push speed
+  # Output head (kinemask_jax/model/dit.py): "linear" (a token's output is its patch's pixels) or "conv"
+  # (head_channels features per pixel, then two 3x3 convolutions per frame with the pixel's input; README, Ablation).
+  m.head = "linear"
+  m.head_channels = 16
   m.control = "controlnet"  # or "concat" (ablation), "none" (no velocity conditioning)
   m.n_control = n_control
   m.freeze_backbone = False  # train only the ControlNet (with a pretrained backbone)

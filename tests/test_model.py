@@ -125,7 +125,7 @@ def test_patchify_inverse_and_position_embedding_for_any_grid():
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(attention="factorised"), dict(control="concat"),
-                                       dict(control="none")])
+                                       dict(control="none"), dict(head="conv")])
 def test_forward_shapes(overrides):
   cfg = tiny(**overrides)
   graphdef, state = nnx.split(dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0)))
@@ -142,7 +142,8 @@ def test_forward_shapes(overrides):
 def test_bad_model_config_is_refused():
   for field, value, match in [("control", "adapter", "model.control"), ("attention", "axial", "model.attention"),
                               ("prediction", "eps", "model.prediction"), ("n_control", 9, "n_control"),
-                              ("first_frame", "last", "model.first_frame"), ("output", "residual", "model.output")]:
+                              ("first_frame", "last", "model.first_frame"), ("output", "residual", "model.output"),
+                              ("head", "mlp", "model.head"), ("head_channels", 0, "model.head_channels")]:
     with pytest.raises(ValueError, match=match):
       dit.VideoDiT(tiny(**{field: value}).model, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="freeze_backbone"):
@@ -291,16 +292,16 @@ def test_readme_model_table_is_what_model_info_prints():
 
 def test_flops_count_matches_xla_cost_analysis():
   """The analytic matrix FLOPs are what XLA counts, less the elementwise work (within 15%)."""
-  for attention in ("full", "factorised"):
-    cfg = tiny(attention=attention)
+  for overrides in (dict(attention="full"), dict(attention="factorised"), dict(head="conv")):
+    cfg = tiny(**overrides)
     graphdef, state = nnx.split(dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0)))
     batch = make_batch(b=1)
     fn = jax.jit(lambda s, x, c: diffusion.predict(nnx.merge(graphdef, s), x, jnp.array([0.5]), c))
     analysis = fn.lower(state, batch["video"], condition(batch)).compile().cost_analysis()
     xla = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
     ours = cost.forward_flops(cfg.model, T, H, W)
-    assert 0.85 * xla <= ours <= xla, (attention, ours, xla)
-  assert cost.param_count(tiny().model) == sum(x.size for x in jax.tree.leaves(state))
+    assert 0.85 * xla <= ours <= xla, (overrides, ours, xla)
+  assert cost.param_count(cfg.model) == sum(x.size for x in jax.tree.leaves(state))  # the conv head included
 
 
 # --- training ---------------------------------------------------------------------------------------------
@@ -409,3 +410,29 @@ def test_bf16_compute_and_rematerialisation():
   np.testing.assert_allclose(l0, l1, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_conv_head_starts_still_and_reads_each_pixel():
+  """head="conv": at init the output is the first frame (a still scene, like the linear head). With the
+  transformer's projection silenced and the convolutions made non-zero, a change to one pixel of x_t reaches
+  the output through the head alone: in the same frame and at most 2 pixels away (two 3x3 convolutions)."""
+  cfg = tiny(head="conv")
+  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  batch = make_batch(b=1)
+  cond = condition(batch)
+  t = jnp.array([0.5])
+  out = nnx.merge(graphdef, state)(batch["video"], t, cond)
+  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
+  # Silence the transformer (its final projection to zero) and wake the head: the output now depends on
+  # x_t pixel by pixel through the 3x3 convolutions only, so a one-pixel change reaches at most 2 pixels away.
+  live = perturb(state, scale=0.2, skip=lambda path: "'final'" in path)
+  live = jax.tree_util.tree_map_with_path(
+      lambda p, x: jnp.zeros_like(x) if "'final'" in jax.tree_util.keystr(p) else x, live)
+  x = batch["video"]
+  a = nnx.merge(graphdef, live)(x, t, cond)
+  b = nnx.merge(graphdef, live)(x.at[0, 4, 10, 10].add(1.0), t, cond)
+  changed = np.argwhere(np.abs(np.asarray(b - a))[0].max(-1) > 1e-6)
+  assert len(changed) > 0
+  assert (changed[:, 0] == 4).all()  # frames never mix in the head
+  assert np.abs(changed[:, 1:] - 10).max() <= 2  # two 3x3 convolutions

@@ -45,6 +45,7 @@ CONTROL_MODES = ("controlnet", "concat", "none")
 ATTENTION_MODES = ("full", "factorised")
 FIRST_FRAME_MODES = ("all", "frame0")
 OUTPUT_MODES = ("delta", "video")
+HEAD_MODES = ("linear", "conv")
 
 
 def patchify(x: Array, patch: tuple[int, int, int]) -> Array:
@@ -123,6 +124,10 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   require(cfg.prediction in ("x", "v"), "prediction", f"must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
   require(cfg.first_frame in FIRST_FRAME_MODES, "first_frame", f"must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
   require(cfg.output in OUTPUT_MODES, "output", f"must be one of {OUTPUT_MODES}, got {cfg.output!r}")
+  head = cfg.get("head", "linear")
+  require(head in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {head!r}")
+  require(int(cfg.get("head_channels", 16)) >= 1, "head_channels",
+          f"must be >= 1, got {cfg.get('head_channels')!r}")
   require(cfg.output != "delta" or cfg.prediction == "x", "output",
           "'delta' (x_0 = first frame + output) needs model.prediction='x'")
   for field in ("width", "depth", "heads", "time_features"):
@@ -172,7 +177,16 @@ class VideoDiT(nnx.Module):
     self.blocks = nnx.List([block(m) for m in modes])
     self.final_norm = layers.norm(width, rngs, affine=False)
     self.final_modulation = layers.Dense(width, (2, width), (shd.EMBED, None, shd.MLP), dtype, rngs, zero=True)
-    self.final = layers.Dense(width, int(np.prod(self.patch)) * 3, (shd.EMBED, "patch"), dtype, rngs, zero=True)
+    # head "linear": each token's output is its patch's pixels (zero-initialised: a still scene at first).
+    # "conv": each token's output is `head_channels` features per pixel; two 3x3 convolutions per frame read
+    # them with the pixel's noisy value and first-frame colour and write the pixels (the last zero-initialised).
+    self.head = cfg.get("head", "linear")
+    per_pixel = 3 if self.head == "linear" else int(cfg.get("head_channels", 16))
+    self.final = layers.Dense(width, int(np.prod(self.patch)) * per_pixel, (shd.EMBED, "patch"), dtype, rngs,
+                              zero=self.head == "linear")
+    if self.head == "conv":
+      self.head_convs = nnx.List([layers.Conv3x3(per_pixel + 2 * conditioning.RGB, per_pixel, dtype, rngs),
+                                  layers.Conv3x3(per_pixel, 3, dtype, rngs, zero=True)])
     self.n_control = n_control
     if n_control:
       self.control_embed = PatchEmbed(self.patch, conditioning.MASK_CHANNELS, width, dtype, rngs)
@@ -221,7 +235,12 @@ class VideoDiT(nnx.Module):
 
     shift, scale = jnp.moveaxis(self.final_modulation(jax.nn.silu(modulation)), 1, 0)
     y = self.final(layers.modulate(self.final_norm(x), shift, scale).astype(dtype))
-    y = unpatchify(y.astype(jnp.float32), self.patch, grid, 3)
+    if self.head == "conv":
+      y = unpatchify(y, self.patch, grid, y.shape[-1] // int(np.prod(self.patch)))
+      first = jnp.broadcast_to(cond.first_frame[:, None], x_t.shape).astype(dtype)
+      y = jnp.concatenate([y.astype(dtype), x_t.astype(dtype), first], axis=-1)
+      y = self.head_convs[1](jax.nn.silu(self.head_convs[0](y)))
+    y = unpatchify(y.astype(jnp.float32), self.patch, grid, 3) if self.head == "linear" else y.astype(jnp.float32)
     if self.output == "delta":
       y = y + cond.first_frame.astype(jnp.float32)[:, None]
     return y
