@@ -56,12 +56,10 @@ def forward_flops(model_cfg, num_frames: int, height: int, width: int) -> float:
       total += block + 2 * tokens * d * d  # the ControlNet copy and its zero projection
   if n_control:
     total += 2 * tokens * p * conditioning.MASK_CHANNELS * d
-  if m.get("head", "linear") == "conv":  # per-pixel features, then two 3x3 convolutions over every pixel
-    c = int(m.get("head_channels", 16))
-    pixels = num_frames * height * width
-    total += 2 * d * 2 * d + 2 * tokens * d * p * c + 2 * pixels * 9 * ((c + 2 * conditioning.RGB) * c + c * 3)
-  else:
-    total += 2 * d * 2 * d + 2 * tokens * d * p * 3  # final modulation and projection
+  head, c = dit.head_of(m)
+  total += 2 * d * 2 * d + 2 * tokens * d * p * c  # final modulation and projection (c features per pixel)
+  if head == "conv":  # two 3x3 convolutions over every pixel
+    total += 2 * num_frames * height * width * 9 * ((c + 2 * conditioning.RGB) * c + c * 3)
   return float(total)
 
 

@@ -112,6 +112,13 @@ class DiTBlock(nnx.Module):
     return shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
 
+def head_of(cfg) -> tuple[str, int]:
+  """(model.head, features per pixel the tokens write: 3 for "linear", model.head_channels for "conv"); a
+  config stored before the head existed reads as "linear"."""
+  head = cfg.get("head", "linear")
+  return head, 3 if head == "linear" else int(cfg.get("head_channels", 16))
+
+
 def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   """Raises cli.ConfigError naming the first `model` field (of a config's `model` section) out of its range;
   with `video_thw`, also that the patch divides the video."""
@@ -124,10 +131,8 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   require(cfg.prediction in ("x", "v"), "prediction", f"must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
   require(cfg.first_frame in FIRST_FRAME_MODES, "first_frame", f"must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
   require(cfg.output in OUTPUT_MODES, "output", f"must be one of {OUTPUT_MODES}, got {cfg.output!r}")
-  head = cfg.get("head", "linear")
-  require(head in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {head!r}")
-  require(int(cfg.get("head_channels", 16)) >= 1, "head_channels",
-          f"must be >= 1, got {cfg.get('head_channels')!r}")
+  require(cfg.get("head", "linear") in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {cfg.get('head')!r}")
+  require(int(cfg.get("head_channels", 16)) >= 1, "head_channels", f"must be >= 1, got {cfg.get('head_channels')!r}")
   require(cfg.output != "delta" or cfg.prediction == "x", "output",
           "'delta' (x_0 = first frame + output) needs model.prediction='x'")
   for field in ("width", "depth", "heads", "time_features"):
@@ -180,13 +185,12 @@ class VideoDiT(nnx.Module):
     # head "linear": each token's output is its patch's pixels (zero-initialised: a still scene at first).
     # "conv": each token's output is `head_channels` features per pixel; two 3x3 convolutions per frame read
     # them with the pixel's noisy value and first-frame colour and write the pixels (the last zero-initialised).
-    self.head = cfg.get("head", "linear")
-    per_pixel = 3 if self.head == "linear" else int(cfg.get("head_channels", 16))
+    self.head, per_pixel = head_of(cfg)
     self.final = layers.Dense(width, int(np.prod(self.patch)) * per_pixel, (shd.EMBED, "patch"), dtype, rngs,
                               zero=self.head == "linear")
     if self.head == "conv":
-      self.head_convs = nnx.List([layers.Conv3x3(per_pixel + 2 * conditioning.RGB, per_pixel, dtype, rngs),
-                                  layers.Conv3x3(per_pixel, 3, dtype, rngs, zero=True)])
+      self.head_convs = nnx.List([layers.conv3x3(per_pixel + 2 * conditioning.RGB, per_pixel, dtype, rngs),
+                                  layers.conv3x3(per_pixel, 3, dtype, rngs, zero=True)])
     self.n_control = n_control
     if n_control:
       self.control_embed = PatchEmbed(self.patch, conditioning.MASK_CHANNELS, width, dtype, rngs)
@@ -235,12 +239,12 @@ class VideoDiT(nnx.Module):
 
     shift, scale = jnp.moveaxis(self.final_modulation(jax.nn.silu(modulation)), 1, 0)
     y = self.final(layers.modulate(self.final_norm(x), shift, scale).astype(dtype))
+    y = unpatchify(y, self.patch, grid, y.shape[-1] // int(np.prod(self.patch)))
     if self.head == "conv":
-      y = unpatchify(y, self.patch, grid, y.shape[-1] // int(np.prod(self.patch)))
       first = jnp.broadcast_to(cond.first_frame[:, None], x_t.shape).astype(dtype)
       y = jnp.concatenate([y.astype(dtype), x_t.astype(dtype), first], axis=-1)
       y = self.head_convs[1](jax.nn.silu(self.head_convs[0](y)))
-    y = unpatchify(y.astype(jnp.float32), self.patch, grid, 3) if self.head == "linear" else y.astype(jnp.float32)
+    y = y.astype(jnp.float32)
     if self.output == "delta":
       y = y + cond.first_frame.astype(jnp.float32)[:, None]
     return y

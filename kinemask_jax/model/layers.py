@@ -57,22 +57,12 @@ class Dense(nnx.Module):
     return y
 
 
-class Conv3x3(nnx.Module):
-  """A 3x3 convolution with SAME padding over each frame of [..., H, W, C] (frames never mix), kernel
-  [3, 3, in, out] (replicated: a pixel head is small)."""
-
-  def __init__(self, in_features: int, out_features: int, dtype, rngs: nnx.Rngs, zero: bool = False):
-    init = _zeros if zero else nnx.initializers.lecun_normal()
-    self.kernel = shd.param(init(rngs.params(), (3, 3, in_features, out_features)), (None, None, None, None))
-    self.bias = shd.param(jnp.zeros((out_features,)), (None,))
-    self.dtype = dtype
-
-  def __call__(self, x: Array) -> Array:
-    lead, (h, w, c) = x.shape[:-3], x.shape[-3:]
-    y = jax.lax.conv_general_dilated(x.reshape(-1, h, w, c).astype(self.dtype), self.kernel[...].astype(self.dtype),
-                                     (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = y + self.bias[...].astype(self.dtype)
-    return y.reshape(*lead, h, w, y.shape[-1])
+def conv3x3(in_features: int, out_features: int, dtype, rngs: nnx.Rngs, zero: bool = False) -> nnx.Conv:
+  """A 3x3 convolution with SAME padding over each frame of [..., H, W, C] (leading axes are batch: frames
+  never mix); its kernel and bias are replicated (a pixel head is small)."""
+  return nnx.Conv(in_features, out_features, (3, 3), padding="SAME", dtype=dtype,
+                  kernel_init=shd.param_init(_zeros if zero else nnx.initializers.lecun_normal(), (None,) * 4),
+                  bias_init=shd.param_init(_zeros, (None,)), rngs=rngs)
 
 
 class RMSNorm(nnx.Module):
