@@ -290,6 +290,17 @@ def test_readme_model_table_is_what_model_info_prints():
   assert cost.format_table(rows) in readme
 
 
+def test_size_summary_counts_only_the_controlnet_blocks_built():
+  """Under control="concat" no ControlNet copy is built, so the summary says 0 blocks, and its parameters
+  are the built model's."""
+  for control, blocks in (("controlnet", 2), ("concat", 0)):
+    cfg = tiny(control=control)
+    row = cost.size_summary(cfg)
+    model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+    built = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert (row["n_control"], row["params"]) == (blocks, built), control
+
+
 def test_flops_count_matches_xla_cost_analysis():
   """The analytic matrix FLOPs are what XLA counts, less the elementwise work (within 15%)."""
   for overrides in (dict(attention="full"), dict(attention="factorised"), dict(head="conv")):

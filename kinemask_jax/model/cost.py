@@ -43,7 +43,7 @@ def forward_flops(model_cfg, num_frames: int, height: int, width: int) -> float:
   in_ch = conditioning.image_channels(m)
   attended = {"full": tokens, "spatial": grid[1] * grid[2], "temporal": grid[0]}
   modes = [dit.VideoDiT._mode(m.attention, i) for i in range(m.depth)]
-  n_control = m.n_control if m.control == "controlnet" else 0
+  n_control = dit.control_blocks(m)
 
   total = 2 * tokens * p * in_ch * d  # patch embedding
   total += 2 * (m.time_features * d + d * d + dt * d)  # time MLP, pooled text
@@ -70,7 +70,7 @@ def size_summary(config) -> dict:
   pt, ph, pw = m.patch
   return dict(size=config.size, video=f"{data.num_frames}x{data.height}x{data.width}", patch="x".join(map(str, m.patch)),
               tokens=(data.num_frames // pt) * (data.height // ph) * (data.width // pw),
-              width=m.width, depth=m.depth, n_control=m.n_control, params=param_count(m),
+              width=m.width, depth=m.depth, n_control=dit.control_blocks(m), params=param_count(m),
               gflops_forward=fwd / 1e9, gflops_train=TRAIN_FACTOR * fwd / 1e9)
 
 

@@ -119,6 +119,11 @@ def head_of(cfg) -> tuple[str, int]:
   return head, 3 if head == "linear" else int(cfg.get("head_channels", 16))
 
 
+def control_blocks(cfg) -> int:
+  """How many ControlNet blocks a `model` config builds: `n_control` under `control="controlnet"`, else 0."""
+  return cfg.n_control if cfg.control == "controlnet" else 0
+
+
 def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   """Raises cli.ConfigError naming the first `model` field (of a config's `model` section) out of its range;
   with `video_thw`, also that the patch divides the video."""
@@ -126,7 +131,7 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
     cli.require(ok, f"model.{field}", message)
   require(cfg.control in CONTROL_MODES, "control", f"must be one of {CONTROL_MODES}, got {cfg.control!r}")
   require(cfg.attention in ATTENTION_MODES, "attention", f"must be one of {ATTENTION_MODES}, got {cfg.attention!r}")
-  n_control = cfg.n_control if cfg.control == "controlnet" else 0
+  n_control = control_blocks(cfg)
   require(0 <= n_control <= cfg.depth, "n_control", f"must be in [0, depth={cfg.depth}], got {cfg.n_control}")
   require(cfg.prediction in ("x", "v"), "prediction", f"must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
   require(cfg.first_frame in FIRST_FRAME_MODES, "first_frame", f"must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
@@ -155,7 +160,7 @@ class VideoDiT(nnx.Module):
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     check_config(cfg)
-    n_control = cfg.n_control if cfg.control == "controlnet" else 0
+    n_control = control_blocks(cfg)
     self.first_frame = cfg.first_frame
     self.output = cfg.output
     self.mask0_all = bool(cfg.mask0_all)
