@@ -146,8 +146,9 @@ def test_bad_model_config_is_refused():
                               ("head", "mlp", "model.head"), ("head_channels", 0, "model.head_channels")]:
     with pytest.raises(ValueError, match=match):
       dit.VideoDiT(tiny(**{field: value}).model, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="freeze_backbone"):
-    dit.trainable_filter(tiny(control="none", freeze_backbone=True).model)
+  for control, n_control in [("none", 2), ("concat", 2), ("controlnet", 0)]:  # no ControlNet block: nothing trains
+    with pytest.raises(ValueError, match="model.freeze_backbone"):
+      dit.trainable_filter(tiny(control=control, n_control=n_control, freeze_backbone=True).model)
   with pytest.raises(ValueError, match="delta"):
     dit.VideoDiT(tiny(prediction="v").model, rngs=nnx.Rngs(0))
 

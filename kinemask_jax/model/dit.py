@@ -133,6 +133,9 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   require(cfg.attention in ATTENTION_MODES, "attention", f"must be one of {ATTENTION_MODES}, got {cfg.attention!r}")
   n_control = control_blocks(cfg)
   require(0 <= n_control <= cfg.depth, "n_control", f"must be in [0, depth={cfg.depth}], got {cfg.n_control}")
+  require(not cfg.get("freeze_backbone", False) or n_control >= 1, "freeze_backbone",
+          "trains only the ControlNet, so it needs model.control='controlnet' and model.n_control >= 1 "
+          f"(got control={cfg.control!r}, n_control={cfg.n_control}: nothing would train)")
   require(cfg.prediction in ("x", "v"), "prediction", f"must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
   require(cfg.first_frame in FIRST_FRAME_MODES, "first_frame", f"must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
   require(cfg.output in OUTPUT_MODES, "output", f"must be one of {OUTPUT_MODES}, got {cfg.output!r}")
@@ -258,8 +261,7 @@ class VideoDiT(nnx.Module):
 def trainable_filter(cfg):
   """nnx filter of the parameters that train: all of them, or only the ControlNet's with freeze_backbone."""
   if cfg.freeze_backbone:
-    if cfg.control != "controlnet":
-      raise ValueError("model.freeze_backbone needs model.control='controlnet' (nothing else would train)")
+    check_config(cfg)
     return nnx.All(nnx.Param, nnx.Any(nnx.PathContains("control_embed"), nnx.PathContains("control_blocks"),
                                       nnx.PathContains("control_proj")))
   return nnx.Param
