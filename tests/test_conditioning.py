@@ -55,6 +55,42 @@ def test_push_geometry_follows_the_push():
   assert np.abs(np.asarray(conditioning.push_geometry(jnp.zeros((1, 8, 8, 3))))).max() == 0  # no mask, no push
 
 
+def test_slide_prior_moves_the_pushed_silhouette_and_stops_it():
+  mask0 = np.zeros((2, 16, 16, 3), np.float32)
+  mask0[0, 6:8, 2:4] = (0.5, 0.0, 0.0)  # pushed right at half the mask's full speed
+  widths, decel = 0.125, 0.1  # 2 px per frame at mask speed 1 on 16 px; slides stop after 5 frames at 0.5
+  g = np.asarray(conditioning.slide_prior(jnp.asarray(mask0), 8, widths, decel))
+  assert g.shape == (2, 8, 16, 16) and np.abs(g[1]).max() == 0  # no mask given, no prior
+  np.testing.assert_allclose(g[0, 0], mask0[0, ..., 0] > 0)  # frame 0: the silhouette itself
+  xs = np.arange(16) + 0.5
+  centre = [(g[0, t].sum(0) * xs).sum() / g[0, t].sum() for t in range(8)]
+  # 0.5 x tau(t) x 2 px, tau(t) = m - 0.1 m^2 / 1 with m = min(t, 5): 0, 0.9, 1.6, 2.1, 2.4, 2.5, 2.5, 2.5 px
+  expected = [3.0 + 0.5 * 2 * (m - 0.1 * m * m) for m in np.minimum(np.arange(8), 5)]
+  np.testing.assert_allclose(centre, expected, atol=1e-4)
+  np.testing.assert_allclose(g[0].sum((1, 2)), 4.0, atol=1e-4)  # moved, not smeared away, inside the image
+  assert np.allclose(g[0, :, :6], 0) and np.allclose(g[0, :, 8:], 0)  # along the push only
+
+
+def test_slide_prior_is_an_input_channel_only_when_asked():
+  cfg = model_configs.get_config("tiny").model
+  assert not cfg.slide_prior and cfg.slide_widths_per_frame > 0 and cfg.slide_decel > 0
+  base = conditioning.image_channels(cfg)
+  cfg.slide_prior = True
+  assert conditioning.image_channels(cfg) == base + 1
+  mask = np.zeros((1, 4, 8, 8, 3), np.float32)
+  mask[0, 0, 2:4, 2:4] = (0.5, 0.2, 0.0)
+  ids, lengths = text.Tokenizer(8, VOCABULARY).encode_batch([""])
+  cond = conditioning.Condition(jnp.zeros((1, 8, 8, 3)), jnp.asarray(mask), jnp.asarray([[1.0, 0, 0, 0]]),
+                                jnp.asarray(ids), jnp.asarray(lengths))
+  slide = (cfg.slide_widths_per_frame, cfg.slide_decel)
+  inputs = conditioning.image_input(jnp.zeros((1, 4, 8, 8, 3)), cond, "all", True, True, False, jnp.float32, slide)
+  assert inputs.shape[-1] == base + 1
+  np.testing.assert_allclose(inputs[..., -1], conditioning.slide_prior(cond.velocity_mask[:, 0], 4, *slide))
+  cfg.slide_decel = 0.0
+  with pytest.raises(ValueError, match="model.slide_decel"):
+    VideoDiT(cfg, rngs=nnx.Rngs(0))
+
+
 def _still_video(b=2, t=4, h=8, w=8, seed=0):
   rng = np.random.default_rng(seed)
   first = rng.uniform(-1, 1, (b, h, w, 3)).astype(np.float32)

@@ -100,10 +100,37 @@ GEOMETRY_CHANNELS = 3  # along and across the push line (image widths), and the 
 def image_channels(model_cfg) -> int:
   """Channels of the video branch's input per frame: the noisy video, the first frame, the frame-0
   indicator, frame 0's velocity mask when `model.mask0_all`, the push geometry when `model.push_geometry`,
-  and the mask channels under `control="concat"`."""
+  the slide prior when `model.slide_prior`, and the mask channels under `control="concat"`."""
   return (RGB + RGB + 1 + (VELOCITY_CHANNELS if model_cfg.mask0_all else 0)
           + (GEOMETRY_CHANNELS if model_cfg.push_geometry else 0)
+          + (1 if model_cfg.get("slide_prior", False) else 0)
           + (MASK_CHANNELS if model_cfg.control == "concat" else 0))
+
+
+def slide_prior(mask0: Array, num_frames: int, widths_per_frame: float, decel: float) -> Array:
+  """Where the pushed object would be if it slid alone, from frame 0's velocity mask [B,H,W,3]:
+  [B,T,H,W] occupancy in [0, 1], frame 0's pushed silhouette moved in frame t by its mean (right, down)
+  mask velocity x tau(t) x widths_per_frame x W pixels, where tau(t) = m - decel m^2 / (2 |v|) with
+  m = min(t, |v| / decel) (a constant deceleration of `decel` mask units per frame, which stops the slide
+  at |v| / decel frames; |v| the 3-d mask speed). Bilinear, zero outside the image; all zero where no mask
+  is given. No collision is modelled: the network learns those. configs/model.py derives the two constants
+  from the data's nominal camera, frame rate and friction."""
+  b, h, w, _ = mask0.shape
+  pushed = (jnp.abs(mask0).sum(-1) > 0).astype(jnp.float32)
+  count = jnp.maximum(pushed.sum((1, 2)), 1.0)
+  mean_v = (mask0.astype(jnp.float32) * pushed[..., None]).sum((1, 2)) / count[:, None]  # [B,3]
+  speed = jnp.maximum(jnp.linalg.norm(mean_v, axis=-1), 1e-6)  # [B]
+  frames = jnp.arange(num_frames, dtype=jnp.float32)
+  moving = jnp.minimum(frames[None], (speed / decel)[:, None])  # [B,T]
+  tau = moving - decel * moving ** 2 / (2.0 * speed[:, None])
+  shift = mean_v[:, None, :2] * tau[..., None] * widths_per_frame * w  # [B,T,2] pixels (right, down)
+  ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
+
+  def moved(image, dx, dy):
+    return jax.scipy.ndimage.map_coordinates(image, [ys - dy, xs - dx], order=1, mode="constant", cval=0.0)
+
+  per_frame = jax.vmap(moved, in_axes=(None, 0, 0))
+  return jax.vmap(per_frame)(pushed, shift[..., 0], shift[..., 1])
 
 
 def push_geometry(mask0: Array) -> Array:
@@ -137,11 +164,12 @@ def mask_input(cond: Condition, dtype) -> Array:
 
 
 def image_input(x_t: Array, cond: Condition, first_frame: str, mask0_all: bool, geometry: bool,
-                concat_mask: bool, dtype) -> Array:
+                concat_mask: bool, dtype, slide: tuple[float, float] | None = None) -> Array:
   """The video branch's input [B,T,H,W,image_channels]: x_t, then the first frame in every frame
   (`first_frame="all"`) or in frame 0 only ("frame0"), a channel that is 1 on frame 0, frame 0's velocity
-  mask in every frame (`mask0_all`), the push geometry of frame 0's mask in every frame (`geometry`), and the
-  mask channels (`concat_mask`, for `control="concat"`)."""
+  mask in every frame (`mask0_all`), the push geometry of frame 0's mask in every frame (`geometry`), the
+  slide prior of frame 0's mask (`slide` = (widths_per_frame, decel), see `slide_prior`), and the mask
+  channels (`concat_mask`, for `control="concat"`)."""
   b, t, h, w, _ = x_t.shape
   first = cond.first_frame.astype(dtype)[:, None]
   if first_frame == "all":
@@ -155,6 +183,8 @@ def image_input(x_t: Array, cond: Condition, first_frame: str, mask0_all: bool, 
   if geometry:
     parts.append(jnp.broadcast_to(push_geometry(cond.velocity_mask[:, 0])[:, None].astype(dtype),
                                   (b, t, h, w, GEOMETRY_CHANNELS)))
+  if slide is not None:
+    parts.append(slide_prior(cond.velocity_mask[:, 0], t, *slide)[..., None].astype(dtype))
   if concat_mask:
     parts.append(mask_input(cond, dtype))
   return jnp.concatenate(parts, axis=-1)

@@ -139,6 +139,9 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   require(cfg.prediction in ("x", "v"), "prediction", f"must be 'x' (clean video) or 'v' (velocity), got {cfg.prediction!r}")
   require(cfg.first_frame in FIRST_FRAME_MODES, "first_frame", f"must be one of {FIRST_FRAME_MODES}, got {cfg.first_frame!r}")
   require(cfg.output in OUTPUT_MODES, "output", f"must be one of {OUTPUT_MODES}, got {cfg.output!r}")
+  if cfg.get("slide_prior", False):
+    for field in ("slide_widths_per_frame", "slide_decel"):
+      require(float(cfg.get(field) or 0.0) > 0, field, f"must be > 0 with model.slide_prior, got {cfg.get(field)!r}")
   require(cfg.get("head", "linear") in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {cfg.get('head')!r}")
   require(int(cfg.get("head_channels", 16)) >= 1, "head_channels", f"must be >= 1, got {cfg.get('head_channels')!r}")
   require(cfg.output != "delta" or cfg.prediction == "x", "output",
@@ -168,6 +171,8 @@ class VideoDiT(nnx.Module):
     self.output = cfg.output
     self.mask0_all = bool(cfg.mask0_all)
     self.push_geometry = bool(cfg.push_geometry)
+    self.slide = ((float(cfg.slide_widths_per_frame), float(cfg.slide_decel)) if cfg.get("slide_prior", False)
+                  else None)
     self.prediction = cfg.prediction
     self.min_time = cfg.min_time
     dtype = jnp.dtype(cfg.dtype)
@@ -228,7 +233,7 @@ class VideoDiT(nnx.Module):
     dtype = self.dtype
     pos = jnp.asarray(layers.position_embedding_3d(grid, self.embed.proj.kernel.shape[-1]), dtype)
     inputs = conditioning.image_input(x_t, cond, self.first_frame, self.mask0_all, self.push_geometry,
-                                      self.control == "concat", dtype)
+                                      self.control == "concat", dtype, self.slide)
     x = self.embed(inputs) + pos
     x = shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
