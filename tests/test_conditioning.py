@@ -59,8 +59,13 @@ def test_slide_prior_moves_the_pushed_silhouette_and_stops_it():
   mask0 = np.zeros((2, 16, 16, 3), np.float32)
   mask0[0, 6:8, 2:4] = (0.5, 0.0, 0.0)  # pushed right at half the mask's full speed
   widths, decel = 0.125, 0.1  # 2 px per frame at mask speed 1 on 16 px; slides stop after 5 frames at 0.5
-  g = np.asarray(conditioning.slide_prior(jnp.asarray(mask0), 8, widths, decel))
-  assert g.shape == (2, 8, 16, 16) and np.abs(g[1]).max() == 0  # no mask given, no prior
+  first = np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  prior = np.asarray(conditioning.slide_prior(jnp.asarray(mask0), jnp.asarray(first), 8, widths, decel))
+  assert prior.shape == (2, 8, 16, 16, 4) and np.abs(prior[1]).max() == 0  # no mask given, no prior
+  g = prior[..., 0]
+  np.testing.assert_allclose(prior[0, 0, ..., 1:], first[0] * (mask0[0, ..., :1] > 0), atol=1e-6)  # its colours
+  # where the slide stops (2.5 px: half-way between two pixel columns) each colour is the mean of its neighbours
+  np.testing.assert_allclose(prior[0, 7, 6:8, 5, 1:], (first[0, 6:8, 3] + first[0, 6:8, 2]) / 2, atol=1e-5)
   np.testing.assert_allclose(g[0, 0], mask0[0, ..., 0] > 0)  # frame 0: the silhouette itself
   xs = np.arange(16) + 0.5
   centre = [(g[0, t].sum(0) * xs).sum() / g[0, t].sum() for t in range(8)]
@@ -76,7 +81,7 @@ def test_slide_prior_is_an_input_channel_only_when_asked():
   assert not cfg.slide_prior and cfg.slide_widths_per_frame > 0 and cfg.slide_decel > 0
   base = conditioning.image_channels(cfg)
   cfg.slide_prior = True
-  assert conditioning.image_channels(cfg) == base + 1
+  assert conditioning.image_channels(cfg) == base + conditioning.SLIDE_CHANNELS
   mask = np.zeros((1, 4, 8, 8, 3), np.float32)
   mask[0, 0, 2:4, 2:4] = (0.5, 0.2, 0.0)
   ids, lengths = text.Tokenizer(8, VOCABULARY).encode_batch([""])
@@ -84,8 +89,9 @@ def test_slide_prior_is_an_input_channel_only_when_asked():
                                 jnp.asarray(ids), jnp.asarray(lengths))
   slide = (cfg.slide_widths_per_frame, cfg.slide_decel)
   inputs = conditioning.image_input(jnp.zeros((1, 4, 8, 8, 3)), cond, "all", True, True, False, jnp.float32, slide)
-  assert inputs.shape[-1] == base + 1
-  np.testing.assert_allclose(inputs[..., -1], conditioning.slide_prior(cond.velocity_mask[:, 0], 4, *slide))
+  assert inputs.shape[-1] == base + conditioning.SLIDE_CHANNELS
+  np.testing.assert_allclose(inputs[..., -conditioning.SLIDE_CHANNELS:],
+                             conditioning.slide_prior(cond.velocity_mask[:, 0], cond.first_frame, 4, *slide))
   cfg.slide_decel = 0.0
   with pytest.raises(ValueError, match="model.slide_decel"):
     VideoDiT(cfg, rngs=nnx.Rngs(0))

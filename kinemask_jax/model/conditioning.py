@@ -103,18 +103,25 @@ def image_channels(model_cfg) -> int:
   the slide prior when `model.slide_prior`, and the mask channels under `control="concat"`."""
   return (RGB + RGB + 1 + (VELOCITY_CHANNELS if model_cfg.mask0_all else 0)
           + (GEOMETRY_CHANNELS if model_cfg.push_geometry else 0)
-          + (1 if model_cfg.get("slide_prior", False) else 0)
+          + (SLIDE_CHANNELS if model_cfg.get("slide_prior", False) else 0)
           + (MASK_CHANNELS if model_cfg.control == "concat" else 0))
 
 
-def slide_prior(mask0: Array, num_frames: int, widths_per_frame: float, decel: float) -> Array:
-  """Where the pushed object would be if it slid alone, from frame 0's velocity mask [B,H,W,3]:
-  [B,T,H,W] occupancy in [0, 1], frame 0's pushed silhouette moved in frame t by its mean (right, down)
-  mask velocity x tau(t) x widths_per_frame x W pixels, where tau(t) = m - decel m^2 / (2 |v|) with
-  m = min(t, |v| / decel) (a constant deceleration of `decel` mask units per frame, which stops the slide
-  at |v| / decel frames; |v| the 3-d mask speed). Bilinear, zero outside the image; all zero where no mask
-  is given. No collision is modelled: the network learns those. configs/model.py derives the two constants
-  from the data's nominal camera, frame rate and friction."""
+SLIDE_CHANNELS = 1 + RGB  # occupancy, and the pushed object's first-frame colours where it would be
+
+
+def slide_prior(mask0: Array, first_frame: Array, num_frames: int, widths_per_frame: float, decel: float
+                ) -> Array:
+  """Where the pushed object would be, and what it would look like there, if it slid alone: [B,T,H,W,4].
+
+  From frame 0's velocity mask [B,H,W,3] and the first frame [B,H,W,3]: channel 0 is frame 0's pushed
+  silhouette moved in frame t by its mean (right, down) mask velocity x tau(t) x widths_per_frame x W pixels,
+  where tau(t) = m - decel m^2 / (2 |v|) with m = min(t, |v| / decel) (a constant deceleration of `decel`
+  mask units per frame, which stops the slide at |v| / decel frames; |v| the 3-d mask speed); channels 1-3
+  are the first frame's colours inside the silhouette, moved the same way (so the object's appearance is at
+  hand where it should be drawn). Bilinear, zero outside the image; all zero where no mask is given. No
+  collision is modelled: the network learns those. configs/model.py derives the two constants from the
+  data's nominal camera, frame rate and friction."""
   b, h, w, _ = mask0.shape
   pushed = (jnp.abs(mask0).sum(-1) > 0).astype(jnp.float32)
   count = jnp.maximum(pushed.sum((1, 2)), 1.0)
@@ -125,12 +132,14 @@ def slide_prior(mask0: Array, num_frames: int, widths_per_frame: float, decel: f
   tau = moving - decel * moving ** 2 / (2.0 * speed[:, None])
   shift = mean_v[:, None, :2] * tau[..., None] * widths_per_frame * w  # [B,T,2] pixels (right, down)
   ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
+  layers = jnp.concatenate([pushed[..., None], first_frame.astype(jnp.float32) * pushed[..., None]], -1)
 
-  def moved(image, dx, dy):
-    return jax.scipy.ndimage.map_coordinates(image, [ys - dy, xs - dx], order=1, mode="constant", cval=0.0)
+  def moved(image, dx, dy):  # image [H,W,C] -> [H,W,C], content moved by (dx, dy) pixels
+    one = lambda c: jax.scipy.ndimage.map_coordinates(c, [ys - dy, xs - dx], order=1, mode="constant", cval=0.0)
+    return jax.vmap(one, in_axes=-1, out_axes=-1)(image)
 
   per_frame = jax.vmap(moved, in_axes=(None, 0, 0))
-  return jax.vmap(per_frame)(pushed, shift[..., 0], shift[..., 1])
+  return jax.vmap(per_frame)(layers, shift[..., 0], shift[..., 1])
 
 
 def push_geometry(mask0: Array) -> Array:
@@ -184,7 +193,7 @@ def image_input(x_t: Array, cond: Condition, first_frame: str, mask0_all: bool, 
     parts.append(jnp.broadcast_to(push_geometry(cond.velocity_mask[:, 0])[:, None].astype(dtype),
                                   (b, t, h, w, GEOMETRY_CHANNELS)))
   if slide is not None:
-    parts.append(slide_prior(cond.velocity_mask[:, 0], t, *slide)[..., None].astype(dtype))
+    parts.append(slide_prior(cond.velocity_mask[:, 0], cond.first_frame, t, *slide).astype(dtype))
   if concat_mask:
     parts.append(mask_input(cond, dtype))
   return jnp.concatenate(parts, axis=-1)
