@@ -178,6 +178,24 @@ def test_controlnet_is_zero_initialised():
   assert np.abs(np.asarray(diff)).max() > 1e-3
 
 
+def test_slide_prior_brings_frame_0s_velocity_into_the_video_branch():
+  """With no other path for the mask (no ControlNet, no mask0_all, no push geometry), the prediction depends on
+  frame 0's velocity only through the slide prior."""
+  def predictions(slide_prior):
+    cfg = tiny(control="none", mask0_all=False, push_geometry=False, slide_prior=slide_prior).model
+    graphdef, state = nnx.split(dit.VideoDiT(cfg, rngs=nnx.Rngs(0)))
+    predict, live = jit_predict(graphdef), perturb(state)
+    batch = make_batch()
+    cond = condition(batch)
+    reversed_push = cond.replace(velocity_mask=cond.velocity_mask.at[:, 0].multiply(-1.0))
+    t = jnp.array([0.3, 0.7])
+    return predict(live, batch["video"], t, cond), predict(live, batch["video"], t, reversed_push)
+  a, b = predictions(True)
+  assert np.abs(np.asarray(a - b)).max() > 1e-3
+  a, b = predictions(False)
+  np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_guidance_scale_one_is_the_conditional_prediction():
   graphdef, state = nnx.split(dit.VideoDiT(tiny().model, rngs=nnx.Rngs(1)))
   state = perturb(state)
