@@ -95,6 +95,7 @@ def from_user(first_frame: Array, ids0: Array, velocities: Array, text_ids: Arra
 
 
 GEOMETRY_CHANNELS = 3  # along and across the push line (image widths), and the push speed / v_max
+SLIDE_CHANNELS = 1 + RGB  # occupancy, and the pushed object's first-frame colours where it would be
 
 
 def image_channels(model_cfg) -> int:
@@ -105,9 +106,6 @@ def image_channels(model_cfg) -> int:
           + (GEOMETRY_CHANNELS if model_cfg.push_geometry else 0)
           + (SLIDE_CHANNELS if model_cfg.get("slide_prior", False) else 0)
           + (MASK_CHANNELS if model_cfg.control == "concat" else 0))
-
-
-SLIDE_CHANNELS = 1 + RGB  # occupancy, and the pushed object's first-frame colours where it would be
 
 
 def slide_prior(mask0: Array, first_frame: Array, num_frames: int, widths_per_frame: float, decel: float
@@ -132,14 +130,14 @@ def slide_prior(mask0: Array, first_frame: Array, num_frames: int, widths_per_fr
   tau = moving - decel * moving ** 2 / (2.0 * speed[:, None])
   shift = mean_v[:, None, :2] * tau[..., None] * widths_per_frame * w  # [B,T,2] pixels (right, down)
   ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
-  layers = jnp.concatenate([pushed[..., None], first_frame.astype(jnp.float32) * pushed[..., None]], -1)
+  content = jnp.concatenate([pushed[..., None], first_frame.astype(jnp.float32) * pushed[..., None]], -1)
 
   def moved(image, dx, dy):  # image [H,W,C] -> [H,W,C], content moved by (dx, dy) pixels
     one = lambda c: jax.scipy.ndimage.map_coordinates(c, [ys - dy, xs - dx], order=1, mode="constant", cval=0.0)
     return jax.vmap(one, in_axes=-1, out_axes=-1)(image)
 
   per_frame = jax.vmap(moved, in_axes=(None, 0, 0))
-  return jax.vmap(per_frame)(layers, shift[..., 0], shift[..., 1])
+  return jax.vmap(per_frame)(content, shift[..., 0], shift[..., 1])
 
 
 def push_geometry(mask0: Array) -> Array:
