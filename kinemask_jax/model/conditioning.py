@@ -108,6 +108,15 @@ def image_channels(model_cfg) -> int:
           + (MASK_CHANNELS if model_cfg.control == "concat" else 0))
 
 
+def _pushed(mask0: Array) -> tuple[Array, Array, Array]:
+  """(pushed pixels [B,H,W] float 0/1, their count [B] (at least 1), their mean mask velocity [B,3]) of
+  frame 0's velocity mask [B,H,W,3]: what the push geometry and the slide prior are computed from."""
+  pushed = (jnp.abs(mask0).sum(-1) > 0).astype(jnp.float32)
+  count = jnp.maximum(pushed.sum((1, 2)), 1.0)
+  mean_v = (mask0.astype(jnp.float32) * pushed[..., None]).sum((1, 2)) / count[:, None]
+  return pushed, count, mean_v
+
+
 def slide_prior(mask0: Array, first_frame: Array, num_frames: int, widths_per_frame: float, decel: float
                 ) -> Array:
   """Where the pushed object would be, and what it would look like there, if it slid alone: [B,T,H,W,4].
@@ -121,9 +130,7 @@ def slide_prior(mask0: Array, first_frame: Array, num_frames: int, widths_per_fr
   collision is modelled: the network learns those. configs/model.py derives the two constants from the
   data's nominal camera, frame rate and friction."""
   b, h, w, _ = mask0.shape
-  pushed = (jnp.abs(mask0).sum(-1) > 0).astype(jnp.float32)
-  count = jnp.maximum(pushed.sum((1, 2)), 1.0)
-  mean_v = (mask0.astype(jnp.float32) * pushed[..., None]).sum((1, 2)) / count[:, None]  # [B,3]
+  pushed, _, mean_v = _pushed(mask0)
   speed = jnp.maximum(jnp.linalg.norm(mean_v, axis=-1), 1e-6)  # [B]
   frames = jnp.arange(num_frames, dtype=jnp.float32)
   moving = jnp.minimum(frames[None], (speed / decel)[:, None])  # [B,T]
@@ -146,12 +153,10 @@ def push_geometry(mask0: Array) -> Array:
   their mean (right, down) velocity (image widths), and the mean speed (mask units) in every pixel.
   Zero where no mask is given. With several pushed objects the line is their average's."""
   b, h, w, _ = mask0.shape
-  pushed = (jnp.abs(mask0).sum(-1) > 0).astype(jnp.float32)
+  pushed, count, mean_v = _pushed(mask0)
   ys, xs = jnp.mgrid[0:h, 0:w] + 0.5
-  count = jnp.maximum(pushed.sum((1, 2)), 1.0)
   cx = (pushed * xs).sum((1, 2)) / count
   cy = (pushed * ys).sum((1, 2)) / count
-  mean_v = (mask0 * pushed[..., None]).sum((1, 2)) / count[:, None]  # [B,3]
   plane = mean_v[:, :2]
   direction = plane / jnp.maximum(jnp.linalg.norm(plane, axis=-1, keepdims=True), 1e-6)
   dx = (xs[None] - cx[:, None, None]) / w
