@@ -82,6 +82,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # data's nominal camera, frame rate and friction (slide_constants).
   m.slide_prior = False
   m.slide_widths_per_frame, m.slide_decel = slide_constants(c.data)
+  # Self-conditioning (Chen et al. 2022, "Analog Bits"): every frame also gets the model's own previous
+  # clean-video estimate (the sampler's last step; in training, half the batches, from a first pass without
+  # gradient), zeros when there is none (diffusion.self_condition_input).
+  m.self_condition = False
   # Output head (kinemask_jax/model/dit.py): "linear" (a token's output is its patch's pixels) or "conv"
   # (head_channels features per pixel, then two 3x3 convolutions per frame with the pixel's input; README, Ablation).
   m.head = "linear"

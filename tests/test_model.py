@@ -196,6 +196,87 @@ def test_slide_prior_brings_frame_0s_velocity_into_the_video_branch():
   np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_self_conditioning_reads_the_previous_estimate_only_when_on():
+  """With model.self_condition the prediction depends on the previous clean-video estimate (none = zeros);
+  without it an estimate passed in changes nothing."""
+  batch = make_batch()
+  cond, x, t = condition(batch), batch["video"] * 0.5, jnp.array([0.3, 0.7])
+  estimate = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, x.shape), jnp.float32)
+  predictions = {}
+  for on in (True, False):
+    graphdef, state = nnx.split(dit.VideoDiT(tiny(self_condition=on).model, rngs=nnx.Rngs(0)))
+    predict = jax.jit(lambda s, prev, g=graphdef: diffusion.predict(nnx.merge(g, s), x, t, cond, prev))
+    live = perturb(state)
+    predictions[on] = [np.asarray(predict(live, prev)) for prev in (None, jnp.zeros_like(x), estimate)]
+  none, zeros, given = predictions[True]
+  np.testing.assert_array_equal(none, zeros)
+  assert np.abs(given - zeros).max() > 1e-3
+  none, zeros, given = predictions[False]
+  np.testing.assert_array_equal(none, given)
+  assert (conditioning.image_channels(tiny(self_condition=True).model)
+          == conditioning.image_channels(tiny().model) + 3)
+
+
+class _Refiner:
+  """A stand-in self-conditioned x-predicting model: its clean video is the previous estimate plus 0.1."""
+  prediction, min_time, self_condition = "x", 0.05, True
+
+  def __call__(self, x_t, t, cond, x0_prev):
+    return x0_prev + 0.1
+
+
+def test_sampler_gives_each_step_the_estimate_of_the_step_before():
+  """Euler with n steps on _Refiner ends on 0.1 n (zeros at the first step, then each step's estimate), frame
+  0 the given frame; a model without self_condition is called without an estimate (as _Oracle is)."""
+  cond = condition(make_batch(b=2, t=4, h=8, w=8))
+  for steps in (1, 4, 7):
+    out = diffusion.sample(_Refiner(), cond, jax.random.key(0), (2, 4, 8, 8, 3), steps)
+    np.testing.assert_allclose(out[:, 1:], 0.1 * steps, atol=1e-5)
+    np.testing.assert_array_equal(out[:, 0], np.clip(cond.first_frame, -1, 1))
+  target = jnp.full((2, 4, 8, 8, 3), 0.3)
+  np.testing.assert_allclose(diffusion.sample(_Oracle(target), cond, jax.random.key(0), target.shape, 3)[:, 1:],
+                             0.3, atol=1e-5)
+
+
+def test_training_self_conditions_half_the_batches_without_gradient_through_the_estimate():
+  """self_condition_input: zeros or the model's own estimate (one draw per batch, about half of each over 64
+  draws), None for a model without self_condition; no gradient flows through the estimate."""
+  class Scaled:
+    prediction, min_time, self_condition = "x", 0.05, True
+
+    def __init__(self, a):
+      self.a = a
+
+    def __call__(self, x_t, t, cond, x0_prev):
+      return self.a * x_t + x0_prev
+
+  cond = condition(make_batch(b=2, t=4, h=8, w=8))
+  x_t = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 4, 8, 8, 3)), jnp.float32)
+  t = jnp.array([0.4, 0.8])
+  draws = [diffusion.self_condition_input(Scaled(2.0), x_t, t, cond, k) for k in jax.random.split(jax.random.key(0), 64)]
+  given = [bool(jnp.abs(d).max() > 0) for d in draws]
+  assert 16 <= sum(given) <= 48
+  own = diffusion.with_given_frame(x_t, cond) * 2.0
+  for d, g in zip(draws, given):
+    if g:
+      np.testing.assert_allclose(d[:, 1:], own[:, 1:], atol=1e-5)
+  assert diffusion.self_condition_input(_Oracle(x_t), x_t, t, cond, jax.random.key(0)) is None
+  key = next(k for k, g in zip(jax.random.split(jax.random.key(0), 64), given) if g)
+
+  def output(a):
+    model = Scaled(a)
+    return jnp.sum(model(x_t, t, cond, diffusion.self_condition_input(model, x_t, t, cond, key))[:, 1:])
+  np.testing.assert_allclose(jax.grad(output)(1.5), jnp.sum(x_t[:, 1:]), rtol=1e-5)
+  seen = []  # the loss gives the model an estimate (zeros or its own) in every call
+
+  class Recorder(Scaled):
+    def __call__(self, x_t, t, cond, x0_prev):
+      seen.append(x0_prev is not None)
+      return super().__call__(x_t, t, cond, jnp.zeros_like(x_t) if x0_prev is None else x0_prev)
+  assert np.isfinite(float(diffusion.loss(Recorder(1.0), x_t, cond, key, 0.0, 1.0, "clean")))
+  assert len(seen) == 2 and all(seen)  # the first pass (traced once, in lax.cond), then the prediction
+
+
 def test_guidance_scale_one_is_the_conditional_prediction():
   graphdef, state = nnx.split(dit.VideoDiT(tiny().model, rngs=nnx.Rngs(1)))
   state = perturb(state)

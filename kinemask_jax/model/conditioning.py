@@ -101,11 +101,13 @@ SLIDE_CHANNELS = 1 + RGB  # occupancy, and the pushed object's first-frame colou
 def image_channels(model_cfg) -> int:
   """Channels of the video branch's input per frame: the noisy video, the first frame, the frame-0
   indicator, frame 0's velocity mask when `model.mask0_all`, the push geometry when `model.push_geometry`,
-  the slide prior when `model.slide_prior`, and the mask channels under `control="concat"`."""
+  the slide prior when `model.slide_prior`, the mask channels under `control="concat"`, and the previous
+  clean-video estimate when `model.self_condition`."""
   return (RGB + RGB + 1 + (VELOCITY_CHANNELS if model_cfg.mask0_all else 0)
           + (GEOMETRY_CHANNELS if model_cfg.push_geometry else 0)
           + (SLIDE_CHANNELS if model_cfg.get("slide_prior", False) else 0)
-          + (MASK_CHANNELS if model_cfg.control == "concat" else 0))
+          + (MASK_CHANNELS if model_cfg.control == "concat" else 0)
+          + (RGB if model_cfg.get("self_condition", False) else 0))
 
 
 def _pushed(mask0: Array) -> tuple[Array, Array, Array]:
@@ -176,12 +178,14 @@ def mask_input(cond: Condition, dtype) -> Array:
 
 
 def image_input(x_t: Array, cond: Condition, first_frame: str, mask0_all: bool, geometry: bool,
-                concat_mask: bool, dtype, slide: tuple[float, float] | None = None) -> Array:
+                concat_mask: bool, dtype, slide: tuple[float, float] | None = None,
+                x0_prev: Array | None = None) -> Array:
   """The video branch's input [B,T,H,W,image_channels]: x_t, then the first frame in every frame
   (`first_frame="all"`) or in frame 0 only ("frame0"), a channel that is 1 on frame 0, frame 0's velocity
   mask in every frame (`mask0_all`), the push geometry of frame 0's mask in every frame (`geometry`), the
-  slide prior of frame 0's mask (`slide` = (widths_per_frame, decel), see `slide_prior`), and the mask
-  channels (`concat_mask`, for `control="concat"`)."""
+  slide prior of frame 0's mask (`slide` = (widths_per_frame, decel), see `slide_prior`), the mask
+  channels (`concat_mask`, for `control="concat"`), and a previous clean-video estimate [B,T,H,W,3]
+  (`x0_prev`, for self-conditioning)."""
   b, t, h, w, _ = x_t.shape
   first = cond.first_frame.astype(dtype)[:, None]
   if first_frame == "all":
@@ -199,4 +203,6 @@ def image_input(x_t: Array, cond: Condition, first_frame: str, mask0_all: bool, 
     parts.append(slide_prior(cond.velocity_mask[:, 0], cond.first_frame, t, *slide).astype(dtype))
   if concat_mask:
     parts.append(mask_input(cond, dtype))
+  if x0_prev is not None:
+    parts.append(x0_prev.astype(dtype))
   return jnp.concatenate(parts, axis=-1)

@@ -9,6 +9,10 @@ the default; Li & He, "Back to Basics: Let Denoising Generative Models Denoise",
 (2x8x8x3 = 384 values) is wider than a small model's tokens, and a noise-like output cannot pass through that
 bottleneck while a clean video, which lies near a low-dimensional manifold, can.
 
+Self-conditioning (a model with `self_condition`; Chen et al., "Analog Bits", 2022): the model also reads a
+previous clean-video estimate. The sampler passes the last step's (zeros at the first step); training passes,
+in a random half of the batches, the model's own estimate from a first pass without gradient, else zeros.
+
 Frame 0 is given, never generated: `with_given_frame` puts the clean first frame into frame 0 of every x_t
 the model sees (training and sampling), its predicted velocity there is zero, so the sampler keeps it
 exactly, and the loss covers frames 1..T-1 only.
@@ -35,19 +39,42 @@ def with_given_frame(x: Array, cond: Condition) -> Array:
   return x.at[:, 0].set(cond.first_frame.astype(x.dtype))
 
 
-def predict(model, x_t: Array, t: Array, cond: Condition) -> Array:
+def predict(model, x_t: Array, t: Array, cond: Condition, x0_prev: Array | None = None) -> Array:
   """The flow velocity [B,T,H,W,3] for noisy video x_t at times t [B]; zero on the given frame 0.
 
   A model with `prediction == "x"` outputs the clean video x_0, turned into v = (x_t - x_0) / t with t
-  floored at `min_time`; with "v" it outputs v itself.
+  floored at `min_time`; with "v" it outputs v itself. `x0_prev` (a previous clean-video estimate, None:
+  none) reaches only a model with `self_condition`.
   """
   x_t = with_given_frame(x_t, cond)
-  out = model(x_t, t, cond)
+  out = model(x_t, t, cond, x0_prev) if self_conditioned(model) else model(x_t, t, cond)
   if model.prediction == "v":
     v = out
   else:
     v = (x_t - out) / jnp.maximum(t, model.min_time)[:, None, None, None, None]
   return v.at[:, 0].set(0.0)
+
+
+def self_conditioned(model) -> bool:
+  """Whether `model` reads a previous clean-video estimate (`self_condition`)."""
+  return bool(getattr(model, "self_condition", False))
+
+
+def clean_estimate(x_t: Array, t: Array, v: Array) -> Array:
+  """The clean video x_t - t v implied by velocity v at (x_t, t [B]) (the x-prediction itself for t >=
+  min_time)."""
+  return x_t - t[:, None, None, None, None] * v
+
+
+def self_condition_input(model, x_t: Array, t: Array, cond: Condition, rng: Array) -> Array | None:
+  """Training's previous estimate for a self-conditioned model (None for another): with probability 1/2 (one
+  draw per batch) the model's own clean-video estimate from x_t, without gradient, else zeros (computed only
+  when drawn)."""
+  if not self_conditioned(model):
+    return None
+  zeros = jnp.zeros_like(x_t)
+  estimate = lambda: jax.lax.stop_gradient(clean_estimate(x_t, t, predict(model, x_t, t, cond, zeros)))
+  return jax.lax.cond(jax.random.bernoulli(rng), estimate, lambda: zeros)
 
 
 def to_uint8(x: Array) -> Array:
@@ -74,12 +101,13 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
   """
   if weighting not in LOSS_WEIGHTINGS:
     raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
-  rng_t, rng_n = jax.random.split(rng)
+  rng_t, rng_n, rng_s = jax.random.split(rng, 3)
   t = sample_times(rng_t, x0.shape[0], time_mean, time_std)
   noise = jax.random.normal(rng_n, x0.shape, jnp.float32)
   tb = t[:, None, None, None, None]
   x_t = (1 - tb) * x0 + tb * noise
-  err = jnp.square(predict(model, x_t, t, cond) - (noise - x0))
+  x0_prev = self_condition_input(model, with_given_frame(x_t, cond), t, cond, rng_s)
+  err = jnp.square(predict(model, x_t, t, cond, x0_prev) - (noise - x0))
   if weighting == "clean":
     err = err * jnp.square(tb)
   if pixel_weight is not None:
@@ -97,16 +125,18 @@ def object_pixel_weight(instance_ids: Array, object_weight: float) -> Array:
 
 
 def guided_velocity(model, x_t: Array, t: Array, cond: Condition, text_scale: float, mask_scale: float,
-                    always_batch: bool = False) -> Array:
+                    always_batch: bool = False, x0_prev: Array | None = None) -> Array:
   """Classifier-free-guided velocity; one model call on a 3B batch (none, mask, mask + text).
 
   With both scales 1 the guided velocity is the conditional one, computed directly unless `always_batch`.
+  `x0_prev`: the previous clean-video estimate of a self-conditioned model (every branch gets it).
   """
   if text_scale == 1.0 and mask_scale == 1.0 and not always_batch:
-    return predict(model, x_t, t, cond)
+    return predict(model, x_t, t, cond, x0_prev)
   conds = [cond.drop(text=True, mask=True), cond.drop(text=True), cond]
   stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *conds)
-  v = predict(model, jnp.concatenate([x_t] * 3), jnp.concatenate([t] * 3), stacked)
+  prev = None if x0_prev is None else jnp.concatenate([x0_prev] * 3)
+  v = predict(model, jnp.concatenate([x_t] * 3), jnp.concatenate([t] * 3), stacked, prev)
   v_none, v_mask, v_full = jnp.split(v, 3)
   return v_none + mask_scale * (v_mask - v_none) + text_scale * (v_full - v_mask)
 
@@ -129,24 +159,31 @@ def sample(model, cond: Condition, rng: Array, video_shape: tuple[int, ...], num
   `method` is "euler" (one model call per step) or "heun" (two, except the last step, which is Euler).
   The starting noise is `noise` when given (e.g. drawn per example, so that an example's video does not
   depend on the rest of the batch), else drawn from `rng`. Call it inside jax.jit; the steps run in a
-  lax.scan.
+  lax.scan. A self-conditioned model gets at every step the clean-video estimate of the step before (the
+  guided one, from the step's first model call; zeros at the first step).
   """
   if method not in ("euler", "heun"):
     raise ValueError(f"sampler method must be 'euler' or 'heun', got {method!r}")
   b = video_shape[0]
   ts = jnp.asarray(time_grid(num_steps, shift))
-  velocity = lambda x, t: guided_velocity(model, x, jnp.full((b,), t), cond, text_scale, mask_scale)
+  velocity = lambda x, t, prev: guided_velocity(model, x, jnp.full((b,), t), cond, text_scale, mask_scale,
+                                                x0_prev=prev)
+  self_cond = self_conditioned(model)
 
-  def step(x, t_pair):
+  def step(carry, t_pair):
+    x, prev = carry
     t, t_next = t_pair
-    v = velocity(x, t)
+    v = velocity(x, t, prev)
+    if self_cond:
+      prev = clean_estimate(x, jnp.full((b,), t), v)
     x_euler = x + (t_next - t) * v
     if method == "euler":
-      return x_euler, None
-    v_next = velocity(x_euler, t_next)
+      return (x_euler, prev), None
+    v_next = velocity(x_euler, t_next, prev)
     x_heun = x + (t_next - t) * 0.5 * (v + v_next)
-    return jnp.where(t_next > 0, x_heun, x_euler), None
+    return (jnp.where(t_next > 0, x_heun, x_euler), prev), None
 
   x1 = jax.random.normal(rng, video_shape, jnp.float32) if noise is None else noise
-  x0, _ = jax.lax.scan(step, with_given_frame(x1, cond), (ts[:-1], ts[1:]))
+  x1 = with_given_frame(x1, cond)
+  (x0, _), _ = jax.lax.scan(step, (x1, jnp.zeros_like(x1) if self_cond else None), (ts[:-1], ts[1:]))
   return jnp.clip(x0, -1.0, 1.0)  # frame 0 is still the given frame: its velocity is 0 at every step

@@ -22,6 +22,8 @@ How conditioning enters (kinemask_jax/model/conditioning.py builds the Condition
   (ablation); `control="none"` ignores them (ablation: no velocity conditioning).
 - Text: token states from the text encoder through cross-attention in every block; the pooled text state
   plus the timestep embedding drive adaLN-zero modulation.
+- Self-conditioning (`self_condition`): a previous clean-video estimate `x0_prev` [B,T,H,W,3] is concatenated
+  to every frame's input (zeros: none; kinemask_jax/model/diffusion.py decides what is passed).
 
 Attention is full spatio-temporal, or with `attention="factorised"` alternates between spatial (within a
 frame patch) and temporal (across frame patches at one spatial position) from block to block.
@@ -175,6 +177,7 @@ class VideoDiT(nnx.Module):
                   else None)
     self.prediction = cfg.prediction
     self.min_time = cfg.min_time
+    self.self_condition = bool(cfg.get("self_condition", False))
     dtype = jnp.dtype(cfg.dtype)
     width, tw = cfg.width, cfg.text.width
     self.patch = tuple(cfg.patch)
@@ -224,7 +227,9 @@ class VideoDiT(nnx.Module):
       return nnx.remat(lambda blk, *a: blk(*a), static_argnums=(5,))(block, *args)
     return block(*args)
 
-  def __call__(self, x_t: Array, t: Array, cond: conditioning.Condition) -> Array:
+  def __call__(self, x_t: Array, t: Array, cond: conditioning.Condition, x0_prev: Array | None = None) -> Array:
+    """The prediction for x_t at times t; `x0_prev`: the previous clean-video estimate, read only with
+    self_condition (None there: zeros, no estimate)."""
     _, nt, h, w, _ = x_t.shape
     pt, ph, pw = self.patch
     if nt % pt or h % ph or w % pw:
@@ -232,8 +237,11 @@ class VideoDiT(nnx.Module):
     grid = (nt // pt, h // ph, w // pw)
     dtype = self.dtype
     pos = jnp.asarray(layers.position_embedding_3d(grid, self.embed.proj.kernel.shape[-1]), dtype)
+    if self.self_condition:
+      x0_prev = jnp.zeros_like(x_t) if x0_prev is None else x0_prev
     inputs = conditioning.image_input(x_t, cond, self.first_frame, self.mask0_all, self.push_geometry,
-                                      self.control == "concat", dtype, self.slide)
+                                      self.control == "concat", dtype, self.slide,
+                                      x0_prev if self.self_condition else None)
     x = self.embed(inputs) + pos
     x = shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
