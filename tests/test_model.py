@@ -253,7 +253,8 @@ def test_training_self_conditions_half_the_batches_without_gradient_through_the_
   cond = condition(make_batch(b=2, t=4, h=8, w=8))
   x_t = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 4, 8, 8, 3)), jnp.float32)
   t = jnp.array([0.4, 0.8])
-  draws = [diffusion.self_condition_input(Scaled(2.0), x_t, t, cond, k) for k in jax.random.split(jax.random.key(0), 64)]
+  keys = jax.random.split(jax.random.key(0), 64)
+  draws = [diffusion.self_condition_input(Scaled(2.0), x_t, t, cond, k) for k in keys]
   given = [bool(jnp.abs(d).max() > 0) for d in draws]
   assert 16 <= sum(given) <= 48
   own = diffusion.with_given_frame(x_t, cond) * 2.0
@@ -261,7 +262,7 @@ def test_training_self_conditions_half_the_batches_without_gradient_through_the_
     if g:
       np.testing.assert_allclose(d[:, 1:], own[:, 1:], atol=1e-5)
   assert diffusion.self_condition_input(_Oracle(x_t), x_t, t, cond, jax.random.key(0)) is None
-  key = next(k for k, g in zip(jax.random.split(jax.random.key(0), 64), given) if g)
+  key = next(k for k, g in zip(keys, given) if g)
 
   def output(a):
     model = Scaled(a)

@@ -237,11 +237,11 @@ class VideoDiT(nnx.Module):
     grid = (nt // pt, h // ph, w // pw)
     dtype = self.dtype
     pos = jnp.asarray(layers.position_embedding_3d(grid, self.embed.proj.kernel.shape[-1]), dtype)
+    estimate = None  # what the input gets: nothing without self_condition, else the estimate (zeros: none)
     if self.self_condition:
-      x0_prev = jnp.zeros_like(x_t) if x0_prev is None else x0_prev
+      estimate = jnp.zeros_like(x_t) if x0_prev is None else x0_prev
     inputs = conditioning.image_input(x_t, cond, self.first_frame, self.mask0_all, self.push_geometry,
-                                      self.control == "concat", dtype, self.slide,
-                                      x0_prev if self.self_condition else None)
+                                      self.control == "concat", dtype, self.slide, estimate)
     x = self.embed(inputs) + pos
     x = shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
