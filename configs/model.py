@@ -75,7 +75,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.attention = "full"  # or "factorised": blocks alternate spatial and temporal attention
   # Conditioning layout (kinemask_jax/model/conditioning.py). Frame 0 is always given, never generated.
   m.first_frame = "all"  # the first frame concatenated to every frame's input ("frame0": to frame 0 only)
-  m.output = "delta"  # the network predicts the change from the first frame ("video": the frame itself)
+  # The network predicts the change from the first frame ("video": the frame itself; "warp": a displacement
+  # at which each pixel reads the first frame, a gate and a residual, dit.VideoDiT, with diffusion.flow_weight).
+  m.output = "delta"
   m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
   m.push_geometry = True  # every frame gets its position along / across the push line and the push speed
   # Every frame gets where the pushed object would be if it slid alone (conditioning.slide_prior), with the
@@ -115,6 +117,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   d.loss_weighting = "clean"  # velocity error x t^2 = clean-video error; "velocity": unweighted (diffusion.loss)
   # Loss weight of object pixels (in frame f or frame 0) is 1 + object_weight, the rest 1 (diffusion.object_pixel_weight).
   d.object_weight = 0.0
+  # Weight of the displacement loss of output "warp" (diffusion.loss; target: diffusion.object_flow).
+  d.flow_weight = 1.0
   d.sampler = "euler"  # or "heun"
   d.num_steps = 25
   d.time_shift = 1.0

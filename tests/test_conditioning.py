@@ -8,7 +8,7 @@ from flax import nnx
 
 from configs import model as model_configs
 from configs import train as train_configs
-from kinemask_jax.model import conditioning, diffusion, text
+from kinemask_jax.model import conditioning, diffusion, dit, text
 from kinemask_jax.training import curriculum, input_pipeline, video
 from kinemask_jax.sampling import api as sampling_api
 from kinemask_jax.model import VideoDiT
@@ -114,7 +114,7 @@ def test_delta_output_makes_a_still_scene_the_zero_output_and_the_loss_skips_fra
   # The final layer starts at zero: the prediction is the first frame in every frame, so a still scene costs 0.
   x0 = model(jax.random.normal(jax.random.key(0), video.shape), t, cond)
   np.testing.assert_allclose(x0, video, atol=1e-6)
-  loss = lambda v, c: float(diffusion.loss(model, v, c, jax.random.key(1), 0.0, 1.0, "clean"))
+  loss = lambda v, c: float(diffusion.loss(model, v, c, jax.random.key(1), 0.0, 1.0, "clean")[0])
   assert loss(video, cond) < 1e-10
   # Frame 0 is given: changing the video's frame 0 changes nothing (the loss covers frames 1..T-1).
   np.testing.assert_allclose(loss(video.at[:, 0].set(0.3), cond), loss(video, cond), atol=1e-12)
@@ -138,7 +138,7 @@ def test_object_weight_scales_the_error_on_object_pixels_only():
   video, cond = _still_video()
   video = video.at[:, 2, 2:4, 2:4].set(0.7)
   weight = jnp.ones(video.shape[:-1] + (1,)).at[:, 2, 2:4, 2:4].set(4.0)
-  loss = lambda pw: float(diffusion.loss(model, video, cond, jax.random.key(1), 0.0, 1.0, "clean", pw))
+  loss = lambda pw: float(diffusion.loss(model, video, cond, jax.random.key(1), 0.0, 1.0, "clean", pw)[0])
   np.testing.assert_allclose(loss(weight), 4.0 * loss(None), rtol=1e-5)
   assert loss(None) > 1e-4
 
@@ -159,3 +159,55 @@ def test_the_training_batch_carries_the_object_weight_only_when_asked(tiny_examp
   weighted = float(task.loss(model, batch, jax.random.key(2))[0])
   plain = float(task.loss(model, {k: v for k, v in batch.items() if k != "pixel_weight"}, jax.random.key(2))[0])
   assert weighted > 1.5 * plain > 0
+
+
+def test_object_flow_points_each_object_pixel_back_to_where_it_was_in_frame_0():
+  ids = np.zeros((1, 3, 6, 8), np.uint8)
+  ids[0, 0, 1:3, 1:3] = 1  # object 1: a 2x2 square at x 1-2, y 1-2 in frame 0
+  ids[0, 1, 1:3, 4:6] = 1  # frame 1: 3 pixels right
+  ids[0, 2, 3:5, 1:3] = 1  # frame 2: 2 pixels down, with a pixel hidden (centroid moves with what is seen)
+  ids[0, 2, 4, 2] = 3  # object 3 appears only in frame 2: no frame-0 content to point at
+  ids[0, 0, 5, 7] = 2  # object 2 only in frame 0
+  target, weight = (np.asarray(a) for a in diffusion.object_flow(jnp.asarray(ids), 3))
+  np.testing.assert_array_equal(weight[0, 0], ids[0, 0] > 0)  # frame 0: every object pixel, shift 0
+  assert np.abs(target[0, 0]).max() == 0
+  np.testing.assert_array_equal(weight[0, 1], ids[0, 1] == 1)
+  np.testing.assert_allclose(target[0, 1][ids[0, 1] == 1], [[-3.0, 0.0]] * 4)
+  np.testing.assert_array_equal(weight[0, 2], ids[0, 2] == 1)  # object 3 and the background weigh 0
+  # frame 2's visible pixels (1,3) (2,3) (1,4): centroid (4/3, 10/3) against frame 0's (1.5, 1.5)
+  np.testing.assert_allclose(target[0, 2][ids[0, 2] == 1], [[1.5 - 4 / 3, 1.5 - 10 / 3]] * 3, rtol=1e-6)
+  assert np.abs(target[0, 2][ids[0, 2] != 1]).max() == 0
+
+
+def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples):
+  """A warp-output model's loss adds flow_weight x the mean squared displacement error (in WARP_PIXELS units)
+  on weighted pixels, reports its RMS in pixels, and leaves the denoising part as it was; the training batch
+  carries the target only for output "warp", and the video task passes it."""
+  cfg = model_configs.get_config("tiny").model
+  cfg.output = "warp"
+  model = VideoDiT(cfg, rngs=nnx.Rngs(0))  # zero-initialised: displacement 0 everywhere
+  clip, cond = _still_video()
+  ids = np.zeros((2, 4, 8, 8), np.uint8)
+  ids[:, 1:, 2, 3] = 1
+  ids[:, 0, 2, 0] = 1  # object 1 moved 3 px right by frame 1: its pixel in frames 1-3 points 3 px left
+  flow = diffusion.object_flow(jnp.asarray(ids), 2)
+  rng = jax.random.key(1)
+  plain, parts = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean")
+  assert parts == {}
+  total, parts = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean", flow=flow, flow_weight=2.0)
+  np.testing.assert_allclose(float(parts["flow_error"]), 3.0, rtol=1e-6)
+  expected = 2.0 * (9.0 / dit.WARP_PIXELS ** 2) * (2 * 3) / (2 * 3 * 8 * 8)  # 6 pixels of 384 in frames 1-3
+  np.testing.assert_allclose(float(total) - float(plain), expected, rtol=1e-5)
+
+  config = train_configs.get_config("tiny", stage=1)
+  raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
+  assert "flow" not in curriculum.model_batch(raw, 0, jax.random.key(0), config)[0]
+  config.model.output = "warp"
+  batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  expected_flow = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2])
+  for got, want in zip(batch["flow"], expected_flow):
+    np.testing.assert_array_equal(got, want)
+  assert float(batch["flow"][1][:, 1:].sum()) > 0
+  _, parts = video.task(config, prepare=False).loss(VideoDiT(config.model, rngs=nnx.Rngs(0)), batch,
+                                                    jax.random.key(2))
+  assert float(parts["flow_error"]) > 0.1  # the moving objects' displacement, not yet learned

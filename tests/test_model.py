@@ -274,7 +274,7 @@ def test_training_self_conditions_half_the_batches_without_gradient_through_the_
     def __call__(self, x_t, t, cond, x0_prev):
       seen.append(x0_prev is not None)
       return super().__call__(x_t, t, cond, jnp.zeros_like(x_t) if x0_prev is None else x0_prev)
-  assert np.isfinite(float(diffusion.loss(Recorder(1.0), x_t, cond, key, 0.0, 1.0, "clean")))
+  assert np.isfinite(float(diffusion.loss(Recorder(1.0), x_t, cond, key, 0.0, 1.0, "clean")[0]))
   assert len(seen) == 2 and all(seen)  # the first pass (traced once, in lax.cond), then the prediction
 
 
@@ -549,3 +549,46 @@ def test_conv_head_starts_still_and_reads_each_pixel():
   assert len(changed) > 0
   assert (changed[:, 0] == 4).all()  # frames never mix in the head
   assert np.abs(changed[:, 1:] - 10).max() <= 2  # two 3x3 convolutions
+
+
+def test_warp_reads_the_image_bilinearly_at_the_displacement():
+  """dit.warp against scipy-style map_coordinates (order 1, edge-clamped), per channel, and its gradient in the
+  displacement is non-zero (the flow loss and the diffusion loss both reach it)."""
+  image = jax.random.uniform(jax.random.key(0), (2, 8, 10, 3))
+  flow = 2.0 * jax.random.normal(jax.random.key(1), (2, 3, 8, 10, 2))
+  ys, xs = np.mgrid[0:8, 0:10]
+  expected = np.zeros((2, 3, 8, 10, 3), np.float32)
+  for b, f, c in itertools.product(range(2), range(3), range(3)):
+    coords = [np.clip(ys + flow[b, f, ..., 1], 0, 7), np.clip(xs + flow[b, f, ..., 0], 0, 9)]
+    expected[b, f, ..., c] = jax.scipy.ndimage.map_coordinates(image[b, ..., c], coords, order=1, mode="nearest")
+  np.testing.assert_allclose(dit.warp(image, flow), expected, atol=1e-6)
+  assert np.abs(np.asarray(jax.grad(lambda fl: dit.warp(image, fl).sum())(flow))).mean() > 0.05
+
+
+def test_warp_output_starts_still_and_copies_the_first_frame_at_its_displacement():
+  """output="warp": x_0 = first frame + residual + gate x (first frame read at the displacement - first
+  frame). At init a still scene; with the head's bias set to a displacement of (+2, -1) pixels and gate 1 (the
+  rest silenced), every frame is the first frame read 2 pixels right and 1 up, whatever x_t."""
+  cfg = tiny(output="warp")
+  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+  batch = make_batch(b=1)
+  cond = condition(batch)
+  t = jnp.array([0.5])
+  out, flow = model(batch["video"], t, cond, return_flow=True)
+  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
+  assert flow.shape == batch["video"].shape[:-1] + (2,) and np.abs(np.asarray(flow)).max() == 0
+  per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.WARP_CHANNELS), np.float32)
+  per_pixel[:, 0], per_pixel[:, 1], per_pixel[:, 2] = 2.0 / dit.WARP_PIXELS, -1.0 / dit.WARP_PIXELS, 1.0
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  x = jax.random.normal(jax.random.key(3), batch["video"].shape)
+  out, flow = model(x, t, cond, return_flow=True)
+  np.testing.assert_allclose(flow, jnp.broadcast_to(jnp.array([2.0, -1.0]), flow.shape), atol=1e-6)
+  first = np.asarray(cond.first_frame[0])
+  moved = np.concatenate([first[:1], first[:-1]], 0)  # row y reads row y - 1 (row 0: the edge)
+  moved = np.concatenate([moved[:, 2:], moved[:, -1:], moved[:, -1:]], 1)  # column x reads x + 2
+  np.testing.assert_allclose(out[0], np.broadcast_to(moved, out[0].shape), atol=1e-5)
+  with pytest.raises(ValueError, match="return_flow"):
+    dit.VideoDiT(tiny().model, rngs=nnx.Rngs(0))(x, t, cond, return_flow=True)
+  for overrides in (dict(head="conv"), dict(prediction="v")):
+    with pytest.raises(ValueError, match="model.output"):
+      dit.VideoDiT(tiny(output="warp", **overrides).model, rngs=nnx.Rngs(0))

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kinemask_jax.model.conditioning import Condition
+from kinemask_jax.model.dit import WARP_PIXELS
 
 Array = jax.Array
 
@@ -39,20 +40,25 @@ def with_given_frame(x: Array, cond: Condition) -> Array:
   return x.at[:, 0].set(cond.first_frame.astype(x.dtype))
 
 
-def predict(model, x_t: Array, t: Array, cond: Condition, x0_prev: Array | None = None) -> Array:
+def predict(model, x_t: Array, t: Array, cond: Condition, x0_prev: Array | None = None,
+            return_flow: bool = False) -> Array | tuple[Array, Array]:
   """The flow velocity [B,T,H,W,3] for noisy video x_t at times t [B]; zero on the given frame 0.
 
   A model with `prediction == "x"` outputs the clean video x_0, turned into v = (x_t - x_0) / t with t
   floored at `min_time`; with "v" it outputs v itself. `x0_prev` (a previous clean-video estimate, None:
-  none) reaches only a model with `self_condition`.
+  none) reaches only a model with `self_condition`. With `return_flow` (a model with output "warp") also its
+  displacement [B,T,H,W,2].
   """
   x_t = with_given_frame(x_t, cond)
-  out = model(x_t, t, cond, x0_prev) if self_conditioned(model) else model(x_t, t, cond)
+  args = (x_t, t, cond, x0_prev) if self_conditioned(model) else (x_t, t, cond)
+  out = model(*args, return_flow=True) if return_flow else model(*args)
+  out, flow = out if return_flow else (out, None)
   if model.prediction == "v":
     v = out
   else:
     v = (x_t - out) / jnp.maximum(t, model.min_time)[:, None, None, None, None]
-  return v.at[:, 0].set(0.0)
+  v = v.at[:, 0].set(0.0)
+  return (v, flow) if return_flow else v
 
 
 def self_conditioned(model) -> bool:
@@ -91,13 +97,18 @@ LOSS_WEIGHTINGS = ("velocity", "clean")
 
 
 def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_std: float,
-         weighting: str = "velocity", pixel_weight: Array | None = None) -> Array:
-  """Mean squared error of the predicted flow velocity over frames 1..T-1; x0 [B,T,H,W,3] in [-1, 1].
+         weighting: str = "velocity", pixel_weight: Array | None = None,
+         flow: tuple[Array, Array] | None = None, flow_weight: float = 1.0) -> tuple[Array, dict]:
+  """(loss, parts): the mean squared error of the predicted flow velocity over frames 1..T-1; x0 [B,T,H,W,3]
+  in [-1, 1].
 
   weighting "velocity": the plain velocity error; "clean": times t^2, which for an x-predicting model is
   the error of its clean video (x_0 - x_0_pred = t (v_pred - v)): every noise level weighs the same,
   instead of the low-noise steps (weight 1 / t^2 on the clean error) dominating. pixel_weight (broadcast
   against [B,T,H,W,3], e.g. [B,T,H,W,1]): each pixel's error times it (`object_pixel_weight`).
+  flow (a model with output "warp"): (target [B,T,H,W,2] pixels, weight [B,T,H,W]) from `object_flow`; adds
+  flow_weight x the weighted mean squared error of the model's displacement (in units of its WARP_PIXELS)
+  over frames 1..T-1. parts: "flow_error", the displacement's RMS error in pixels on weighted pixels.
   """
   if weighting not in LOSS_WEIGHTINGS:
     raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
@@ -107,12 +118,38 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
   tb = t[:, None, None, None, None]
   x_t = (1 - tb) * x0 + tb * noise
   x0_prev = self_condition_input(model, with_given_frame(x_t, cond), t, cond, rng_s)
-  err = jnp.square(predict(model, x_t, t, cond, x0_prev) - (noise - x0))
+  v, predicted_flow = (predict(model, x_t, t, cond, x0_prev, return_flow=True) if flow is not None
+                       else (predict(model, x_t, t, cond, x0_prev), None))
+  err = jnp.square(v - (noise - x0))
   if weighting == "clean":
     err = err * jnp.square(tb)
   if pixel_weight is not None:
     err = err * pixel_weight
-  return jnp.mean(err[:, 1:])
+  total = jnp.mean(err[:, 1:])
+  if flow is None:
+    return total, {}
+  target, weight = flow
+  sq = (jnp.square(predicted_flow - target).sum(-1) * weight)[:, 1:]
+  total = total + flow_weight * jnp.mean(sq) / WARP_PIXELS ** 2
+  return total, dict(flow_error=jnp.sqrt(jnp.sum(sq) / jnp.maximum(jnp.sum(weight[:, 1:]), 1.0)))
+
+
+def object_flow(instance_ids: Array, num_objects: int) -> tuple[Array, Array]:
+  """Where in frame 0 each object pixel's content was: (target [B,T,H,W,2], weight [B,T,H,W]) from instance
+  ids [B,T,H,W] (0: no object, k: object k <= num_objects). A pixel of object k in frame f gets the
+  (dx, dy) pixels from it to where it was in frame 0 under the move of k's pixel centroid from frame 0 to
+  frame f (translation only), weight 1; every other pixel (background, or an object with no pixel in frame
+  0) gets weight 0. The displacement target of a model with output "warp"."""
+  ids = jnp.asarray(instance_ids).astype(jnp.int32)
+  h, w = ids.shape[2:]
+  one_hot = (ids[..., None] == jnp.arange(1, num_objects + 1)).astype(jnp.float32)  # [B,T,H,W,N]
+  count = one_hot.sum((2, 3))  # [B,T,N]
+  ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
+  centroid = jnp.stack([jnp.einsum("bthwn,hw->btn", one_hot, xs), jnp.einsum("bthwn,hw->btn", one_hot, ys)],
+                       -1) / jnp.maximum(count, 1.0)[..., None]  # [B,T,N,2]
+  valid = ((count > 0) & (count[:, :1] > 0)).astype(jnp.float32)  # [B,T,N]
+  shift = (centroid[:, :1] - centroid) * valid[..., None]
+  return jnp.einsum("bthwn,btnc->bthwc", one_hot, shift), jnp.einsum("bthwn,btn->bthw", one_hot, valid)
 
 
 def object_pixel_weight(instance_ids: Array, object_weight: float) -> Array:

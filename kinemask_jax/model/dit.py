@@ -46,7 +46,7 @@ Array = jax.Array
 CONTROL_MODES = ("controlnet", "concat", "none")
 ATTENTION_MODES = ("full", "factorised")
 FIRST_FRAME_MODES = ("all", "frame0")
-OUTPUT_MODES = ("delta", "video")
+OUTPUT_MODES = ("delta", "video", "warp")
 HEAD_MODES = ("linear", "conv")
 
 
@@ -114,11 +114,38 @@ class DiTBlock(nnx.Module):
     return shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
 
+# output "warp": per pixel, the displacement (dx, dy) in units of WARP_PIXELS, a gate and a residual RGB.
+WARP_CHANNELS = 2 + 1 + 3
+WARP_PIXELS = 8.0  # pixels of displacement per unit of the head's output (tiny objects move up to ~20 px)
+
+
 def head_of(cfg) -> tuple[str, int]:
-  """(model.head, features per pixel the tokens write: 3 for "linear", model.head_channels for "conv"); a
-  config stored before the head existed reads as "linear"."""
+  """(model.head, features per pixel the tokens write: 3 for "linear" (WARP_CHANNELS with output "warp"),
+  model.head_channels for "conv"); a config stored before the head existed reads as "linear"."""
   head = cfg.get("head", "linear")
-  return head, 3 if head == "linear" else int(cfg.get("head_channels", 16))
+  if head != "linear":
+    return head, int(cfg.get("head_channels", 16))
+  return head, WARP_CHANNELS if cfg.output == "warp" else 3
+
+
+def warp(image: Array, flow: Array) -> Array:
+  """image [B,H,W,C] read at every pixel plus its displacement flow [B,T,H,W,2] ((dx, dy) pixels):
+  [B,T,H,W,C], bilinear, coordinates clamped to the image's edge; differentiable in both."""
+  b, h, w, c = image.shape
+  ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
+  x = jnp.clip(xs + flow[..., 0], 0.0, w - 1.0)
+  y = jnp.clip(ys + flow[..., 1], 0.0, h - 1.0)
+  x0 = jnp.clip(jnp.floor(x), 0, w - 2)
+  y0 = jnp.clip(jnp.floor(y), 0, h - 2)
+  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+  flat = image.reshape(b, h * w, c)
+
+  def at(yi, xi):  # [B,T,H,W] integer pixel -> [B,T,H,W,C]
+    index = (yi * w + xi).astype(jnp.int32).reshape(b, -1, 1)
+    return jnp.take_along_axis(flat, index, axis=1).reshape(flow.shape[:-1] + (c,))
+  top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
+  bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
+  return top * (1 - fy) + bottom * fy
 
 
 def control_blocks(cfg) -> int:
@@ -146,8 +173,10 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
       require(float(cfg.get(field) or 0.0) > 0, field, f"must be > 0 with model.slide_prior, got {cfg.get(field)!r}")
   require(cfg.get("head", "linear") in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {cfg.get('head')!r}")
   require(int(cfg.get("head_channels", 16)) >= 1, "head_channels", f"must be >= 1, got {cfg.get('head_channels')!r}")
-  require(cfg.output != "delta" or cfg.prediction == "x", "output",
-          "'delta' (x_0 = first frame + output) needs model.prediction='x'")
+  require(cfg.output not in ("delta", "warp") or cfg.prediction == "x", "output",
+          f"{cfg.output!r} (x_0 built from the first frame) needs model.prediction='x'")
+  require(cfg.output != "warp" or cfg.get("head", "linear") == "linear", "output",
+          f"'warp' needs model.head='linear', got {cfg.get('head')!r}")
   for field in ("width", "depth", "heads", "time_features"):
     require(int(cfg[field]) >= 1, field, f"must be >= 1, got {cfg[field]!r}")
   require(cfg.width % cfg.heads == 0, "heads", f"must divide model.width={cfg.width}, got {cfg.heads}")
@@ -227,9 +256,13 @@ class VideoDiT(nnx.Module):
       return nnx.remat(lambda blk, *a: blk(*a), static_argnums=(5,))(block, *args)
     return block(*args)
 
-  def __call__(self, x_t: Array, t: Array, cond: conditioning.Condition, x0_prev: Array | None = None) -> Array:
+  def __call__(self, x_t: Array, t: Array, cond: conditioning.Condition, x0_prev: Array | None = None,
+               return_flow: bool = False) -> Array | tuple[Array, Array]:
     """The prediction for x_t at times t; `x0_prev`: the previous clean-video estimate, read only with
-    self_condition (None there: zeros, no estimate)."""
+    self_condition (None there: zeros, no estimate). With `return_flow` (output "warp" only) also the
+    displacement [B,T,H,W,2] (pixels) at which each pixel reads the first frame."""
+    if return_flow and self.output != "warp":
+      raise ValueError(f"return_flow needs model.output='warp', this model's is {self.output!r}")
     _, nt, h, w, _ = x_t.shape
     pt, ph, pw = self.patch
     if nt % pt or h % ph or w % pw:
@@ -266,8 +299,16 @@ class VideoDiT(nnx.Module):
       y = jnp.concatenate([y.astype(dtype), x_t.astype(dtype), first], axis=-1)
       y = self.head_convs[1](jax.nn.silu(self.head_convs[0](y)))
     y = y.astype(jnp.float32)
+    first = cond.first_frame.astype(jnp.float32)
+    if self.output == "warp":
+      # x_0 = first frame + residual + gate x (first frame read at the displacement - first frame): a moved
+      # object is copied whole from frame 0 instead of drawn pixel by pixel. All zero at initialisation (a
+      # still scene); the flow loss (diffusion.loss) teaches the displacement, which opens the gate.
+      flow = y[..., :2] * WARP_PIXELS
+      y = first[:, None] + y[..., 3:] + y[..., 2:3] * (warp(first, flow) - first[:, None])
+      return (y, flow) if return_flow else y
     if self.output == "delta":
-      y = y + cond.first_frame.astype(jnp.float32)[:, None]
+      y = y + first[:, None]
     return y
 
 

@@ -38,7 +38,7 @@ def task(config, prepare: bool = True) -> Task:
 
   def loss(model, batch, rng):
     return diffusion.loss(model, batch["video"], batch["cond"], rng, d.time_mean, d.time_std, d.loss_weighting,
-                          batch.get("pixel_weight")), {}
+                          batch.get("pixel_weight"), batch.get("flow"), d.get("flow_weight", 1.0))
   return Task(build=functools.partial(model_lib.build, config.model), loss=loss,
               trainable=model_lib.trainable_filter(config.model),
               prepare=functools.partial(curriculum.model_batch, config=config) if prepare else None)
@@ -141,6 +141,7 @@ def validate_config(config) -> None:
   require(f.loss_weighting in diffusion.LOSS_WEIGHTINGS, "diffusion.loss_weighting",
           f"must be one of {diffusion.LOSS_WEIGHTINGS}, got {f.loss_weighting!r}")
   require(f.get("object_weight", 0.0) >= 0, "diffusion.object_weight", f"must be >= 0, got {f.get('object_weight')!r}")
+  require(f.get("flow_weight", 1.0) >= 0, "diffusion.flow_weight", f"must be >= 0, got {f.get('flow_weight')!r}")
   require(f.sampler in ("euler", "heun"), "diffusion.sampler", f"must be 'euler' or 'heun', got {f.sampler!r}")
   require(f.num_steps >= 1, "diffusion.num_steps", f"must be >= 1, got {f.num_steps!r}")
   require(f.time_shift > 0, "diffusion.time_shift", f"must be > 0, got {f.time_shift!r}")
