@@ -404,7 +404,7 @@ def test_size_summary_counts_only_the_controlnet_blocks_built():
 
 def test_flops_count_matches_xla_cost_analysis():
   """The analytic matrix FLOPs are what XLA counts, less the elementwise work (within 15%)."""
-  for overrides in (dict(attention="full"), dict(attention="factorised"), dict(head="conv")):
+  for overrides in (dict(attention="full"), dict(attention="factorised"), dict(head="conv"), dict(output="warp")):
     cfg = tiny(**overrides)
     graphdef, state = nnx.split(dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0)))
     batch = make_batch(b=1)
@@ -413,7 +413,7 @@ def test_flops_count_matches_xla_cost_analysis():
     xla = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
     ours = cost.forward_flops(cfg.model, T, H, W)
     assert 0.85 * xla <= ours <= xla, (overrides, ours, xla)
-  assert cost.param_count(cfg.model) == sum(x.size for x in jax.tree.leaves(state))  # the conv head included
+    assert cost.param_count(cfg.model) == sum(x.size for x in jax.tree.leaves(state))  # the conv and warp heads included
 
 
 # --- training ---------------------------------------------------------------------------------------------
