@@ -145,6 +145,7 @@ def test_object_weight_scales_the_error_on_object_pixels_only():
 
 def test_the_training_batch_carries_the_object_weight_only_when_asked(tiny_examples):
   config = train_configs.get_config("tiny", stage=1)
+  config.model.output = "delta"  # no displacement loss: the two losses differ by the object weight alone
   raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
   batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
   assert "pixel_weight" not in batch  # the default: every pixel weighs 1
@@ -200,6 +201,8 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
   np.testing.assert_allclose(float(total) - float(plain), expected, rtol=1e-5)
 
   config = train_configs.get_config("tiny", stage=1)
+  assert config.model.output == "warp"  # the tiny recipe's (configs/train.py)
+  config.model.output = "delta"
   raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
   assert "flow" not in curriculum.model_batch(raw, 0, jax.random.key(0), config)[0]
   config.model.output = "warp"
