@@ -130,22 +130,15 @@ def head_of(cfg) -> tuple[str, int]:
 
 def warp(image: Array, flow: Array) -> Array:
   """image [B,H,W,C] read at every pixel plus its displacement flow [B,T,H,W,2] ((dx, dy) pixels):
-  [B,T,H,W,C], bilinear, coordinates clamped to the image's edge; differentiable in both."""
-  b, h, w, c = image.shape
+  [B,T,H,W,C], bilinear (jax.scipy's map_coordinates, as conditioning.slide_prior), edge pixels repeated
+  outside the image; differentiable in both."""
+  h, w = image.shape[1:3]
   ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
-  x = jnp.clip(xs + flow[..., 0], 0.0, w - 1.0)
-  y = jnp.clip(ys + flow[..., 1], 0.0, h - 1.0)
-  x0 = jnp.clip(jnp.floor(x), 0, w - 2)
-  y0 = jnp.clip(jnp.floor(y), 0, h - 2)
-  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
-  flat = image.reshape(b, h * w, c)
 
-  def at(yi, xi):  # [B,T,H,W] integer pixel -> [B,T,H,W,C]
-    index = (yi * w + xi).astype(jnp.int32).reshape(b, -1, 1)
-    return jnp.take_along_axis(flat, index, axis=1).reshape(flow.shape[:-1] + (c,))
-  top = at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx
-  bottom = at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx
-  return top * (1 - fy) + bottom * fy
+  def one(channel, f):  # [H,W], [H,W,2] -> [H,W]
+    return jax.scipy.ndimage.map_coordinates(channel, [ys + f[..., 1], xs + f[..., 0]], order=1, mode="nearest")
+  per_frame = jax.vmap(jax.vmap(one, in_axes=(-1, None), out_axes=-1), in_axes=(None, 0))
+  return jax.vmap(per_frame)(image, flow)
 
 
 def control_blocks(cfg) -> int:
