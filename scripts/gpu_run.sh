@@ -8,9 +8,10 @@
 #    step and the evaluation's sampler compile on a helper thread while data is made and the stage before trains);
 # 3. with the $BENCH_S seconds kept for it: end-to-end `generate` of one $SIZE video at 25 steps
 #    (benchmarks/sample.py, at most 40 s), then the data-engine benchmark with MJX physics at batch
-#    $ENGINE_BATCH (the first loan measured 32 videos/s and a 97 s compile with MJX's own collision, before
-#    datagen/mjx_collision.py: see the README): physics alone first, then, in what is left, the whole
-#    engine (the compile is cached by then), appended to report.md.
+#    $BENCH_BATCH (4,096; at 1,024 the second loan measured 137 videos/s, and this measures whether a larger
+#    batch scales it; the first loan 32 with MJX's own collision, before datagen/mjx_collision.py: see the
+#    README): physics alone first, then, in what is left, the whole engine (the compile is cached by then),
+#    appended to report.md.
 # $OUT receives report.md, run.json, samples.gif, samples.png, weights/ (at most 8 files).
 # tests/test_express.py runs this script on the CPU at tiny size with a one-minute budget.
 set -uo pipefail
@@ -20,6 +21,7 @@ SIZE=${SIZE:-small}
 MINUTES=${MINUTES:-8.6}
 BACKEND=${BACKEND:-c}
 ENGINE_BATCH=${ENGINE_BATCH:-1024}
+BENCH_BATCH=${BENCH_BATCH:-4096}
 BENCH_S=${BENCH_S:-130}
 DTYPE=${DTYPE:-bfloat16}
 BATCH=${BATCH:-64}
@@ -60,7 +62,7 @@ if [ "$CAP" -gt 20 ]; then
   for PARTS in physics physics,engine; do
     LEFT_S=$(( ${MINUTES%.*} * 60 - ($(date +%s) - START) ))
     [ "$LEFT_S" -gt 20 ] || break
-    timeout "$LEFT_S" python3 benchmarks/datagen.py --sizes="$SIZE" --backend=mjx --batch_size="$ENGINE_BATCH" \
+    timeout "$LEFT_S" python3 benchmarks/datagen.py --sizes="$SIZE" --backend=mjx --batch_size="$BENCH_BATCH" \
       --batches=1 --parts="$PARTS" 2>&1 | grep --line-buffered "^|\|^machine" | tee -a "$OUT/report.md"
   done
 fi
