@@ -119,6 +119,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   d.object_weight = 0.0
   # Weight of the displacement loss of output "warp" (diffusion.loss; target: diffusion.object_flow).
   d.flow_weight = 1.0
+  # Weight, within that loss, of floor pixels (floor in frame f and in frame 0: displacement 0), object pixels 1.
+  d.flow_background_weight = 0.0
   d.sampler = "euler"  # or "heun"
   d.num_steps = 25
   d.time_shift = 1.0

@@ -123,6 +123,14 @@ BUGS = [
      "return restored[\"ema\"], template_frozen", "tests/test_weights.py"),
     ("restore drops the EMA", "kinemask_jax/store/checkpoints.py", "out[\"state\"] = out[\"state\"].replace(ema=out.pop(\"ema\"))",
      "out.pop(\"ema\")", "tests/test_train.py -k sigkill"),
+    # The warp output's displacement target (kinemask_jax/model/diffusion.py, training/curriculum.py).
+    ("flow target points forward, not back to frame 0", "kinemask_jax/model/diffusion.py",
+     "shift = (centroid[:, :1] - centroid) * valid[..., None]", "shift = (centroid - centroid[:, :1]) * valid[..., None]",
+     "tests/test_conditioning.py -k flow"),
+    ("floor weight also on the floor an object left", "kinemask_jax/model/diffusion.py",
+     "((ids == 0) & (ids[:, :1] == 0))", "(ids == 0)", "tests/test_conditioning.py -k flow"),
+    ("the batch ignores flow_background_weight", "kinemask_jax/training/curriculum.py",
+     "config.diffusion.get(\"flow_background_weight\", 0.0))", "0.0)", "tests/test_conditioning.py -k flow"),
     # The merged, culled MJX collision (datagen/mjx_collision.py).
     ("the cull never reports an overflow", "datagen/mjx_collision.py",
      "return jnp.any(jnp.stack(counts) > max_pairs) if counts", "return jnp.any(jnp.stack(counts) > 10**6) if counts",

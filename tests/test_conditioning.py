@@ -178,6 +178,13 @@ def test_object_flow_points_each_object_pixel_back_to_where_it_was_in_frame_0():
   # frame 2's visible pixels (1,3) (2,3) (1,4): centroid (4/3, 10/3) against frame 0's (1.5, 1.5)
   np.testing.assert_allclose(target[0, 2][ids[0, 2] == 1], [[1.5 - 4 / 3, 1.5 - 10 / 3]] * 3, rtol=1e-6)
   assert np.abs(target[0, 2][ids[0, 2] != 1]).max() == 0
+  # With a background weight, floor pixels that are floor in frame 0 too get it (target 0); the floor an object
+  # left (frame 0 showed the object there) and object 3 still weigh 0, object pixels still 1.
+  target_b, weight_b = (np.asarray(a) for a in diffusion.object_flow(jnp.asarray(ids), 3, background_weight=0.25))
+  np.testing.assert_array_equal(target_b, target)
+  floor = (ids == 0) & (ids[:, :1] == 0)
+  np.testing.assert_array_equal(weight_b, weight + 0.25 * floor)
+  assert weight_b[0, 1, 1, 1] == 0 and weight_b[0, 2, 4, 2] == 0 and weight_b[0, 1, 0, 0] == 0.25
 
 
 def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples):
@@ -210,6 +217,12 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
   expected_flow = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2])
   for got, want in zip(batch["flow"], expected_flow):
     np.testing.assert_array_equal(got, want)
+  config.diffusion.flow_background_weight = 0.5
+  weighted, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  expected_flow = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2], 0.5)
+  np.testing.assert_array_equal(weighted["flow"][1], expected_flow[1])
+  assert float(weighted["flow"][1].sum()) > float(batch["flow"][1].sum())
+  config.diffusion.flow_background_weight = 0.0
   assert float(batch["flow"][1][:, 1:].sum()) > 0
   _, parts = video.task(config, prepare=False).loss(VideoDiT(config.model, rngs=nnx.Rngs(0)), batch,
                                                     jax.random.key(2))

@@ -134,12 +134,15 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
   return total, dict(flow_error=jnp.sqrt(jnp.sum(sq) / jnp.maximum(jnp.sum(weight[:, 1:]), 1.0)))
 
 
-def object_flow(instance_ids: Array, num_objects: int) -> tuple[Array, Array]:
+def object_flow(instance_ids: Array, num_objects: int,
+                background_weight: float = 0.0) -> tuple[Array, Array]:
   """Where in frame 0 each object pixel's content was: (target [B,T,H,W,2], weight [B,T,H,W]) from instance
   ids [B,T,H,W] (0: no object, k: object k <= num_objects). A pixel of object k in frame f gets the
   (dx, dy) pixels from it to where it was in frame 0 under the move of k's pixel centroid from frame 0 to
-  frame f (translation only), weight 1; every other pixel (background, or an object with no pixel in frame
-  0) gets weight 0. The displacement target of a model with output "warp"."""
+  frame f (translation only), weight 1. A pixel that is background both in frame f and in frame 0 (the camera
+  is still, so it shows the same floor) gets target 0 and weight `background_weight`; every other pixel (the
+  floor an object left, or an object with no pixel in frame 0) gets weight 0. The displacement target of a
+  model with output "warp"."""
   ids = jnp.asarray(instance_ids).astype(jnp.int32)
   h, w = ids.shape[2:]
   one_hot = (ids[..., None] == jnp.arange(1, num_objects + 1)).astype(jnp.float32)  # [B,T,H,W,N]
@@ -149,7 +152,10 @@ def object_flow(instance_ids: Array, num_objects: int) -> tuple[Array, Array]:
                        -1) / jnp.maximum(count, 1.0)[..., None]  # [B,T,N,2]
   valid = ((count > 0) & (count[:, :1] > 0)).astype(jnp.float32)  # [B,T,N]
   shift = (centroid[:, :1] - centroid) * valid[..., None]
-  return jnp.einsum("bthwn,btnc->bthwc", one_hot, shift), jnp.einsum("bthwn,btn->bthw", one_hot, valid)
+  weight = jnp.einsum("bthwn,btn->bthw", one_hot, valid)
+  if background_weight:
+    weight = weight + background_weight * ((ids == 0) & (ids[:, :1] == 0)).astype(jnp.float32)
+  return jnp.einsum("bthwn,btnc->bthwc", one_hot, shift), weight
 
 
 def object_pixel_weight(instance_ids: Array, object_weight: float) -> Array:

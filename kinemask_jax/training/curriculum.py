@@ -56,5 +56,6 @@ def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   if object_weight:
     batch["pixel_weight"] = diffusion.object_pixel_weight(raw["instance_ids"], object_weight)
   if config.model.output == "warp":
-    batch["flow"] = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2])
+    batch["flow"] = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2],
+                                          config.diffusion.get("flow_background_weight", 0.0))
   return batch, dict(curriculum_k=jnp.mean(k.astype(jnp.float32)), k1_fraction=jnp.mean(k == 1))
