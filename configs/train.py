@@ -15,8 +15,8 @@ from configs import model as model_configs
 # vanished (equal), and the warp output (model.output) beat the delta output on every metric at equal steps
 # (3% more compute), 2026-11-30.
 # small is for an accelerator: on the second H200 loan (2026-12-04) the loan script with learning rate 1e-3 and
-# the warp output beat the first loan's 3e-4 and delta output in the same 8.6-minute budget on every evaluation
-# metric but hit displacement (README, "Measured: the shipped small model"; the two changes and the compiles done
+# the warp output beat the first loan's 3e-4 and delta output in a loan run of the same budget on every physics
+# metric (fragmented equal) (README, "Measured: the shipped small model"; the two changes and the compiles done
 # ahead were measured together, not apart). base and large batches are what fits one 80 GB H100 in bf16 without remat.
 _SIZES = {
     "tiny": dict(steps=(4000, 9000), batch=8, lr=2e-3, output="warp", checkpoint_every=1000, sample_every=0,
