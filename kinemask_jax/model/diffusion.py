@@ -154,16 +154,22 @@ def object_flow(instance_ids: Array, num_objects: int,
   shift = (centroid[:, :1] - centroid) * valid[..., None]
   weight = jnp.einsum("bthwn,btn->bthw", one_hot, valid)
   if background_weight:
-    weight = weight + background_weight * ((ids == 0) & (ids[:, :1] == 0)).astype(jnp.float32)
+    weight = weight + background_weight * (~object_now_or_in_frame_0(ids)).astype(jnp.float32)
   return jnp.einsum("bthwn,btnc->bthwc", one_hot, shift), weight
+
+
+def object_now_or_in_frame_0(instance_ids: Array) -> Array:
+  """bool [B,T,H,W]: an object is at the pixel in frame f or was there in frame 0 (instance ids [B,T,H,W], 0:
+  none): where an object goes and the floor it leaves. Its complement is floor in both frames."""
+  ids = jnp.asarray(instance_ids)
+  return (ids > 0) | (ids[:, :1] > 0)
 
 
 def object_pixel_weight(instance_ids: Array, object_weight: float) -> Array:
   """Per-pixel loss weight [B,T,H,W,1] from instance ids [B,T,H,W] (0: no object): 1 + object_weight where an
   object is in frame f or was in frame 0 (so both where an object goes and the floor it leaves), else 1.
   Objects cover a few percent of a frame, so with the plain mean the background's error dominates."""
-  ids = jnp.asarray(instance_ids)
-  on_object = (ids > 0) | (ids[:, :1] > 0)
+  on_object = object_now_or_in_frame_0(instance_ids)
   return (1.0 + object_weight * on_object.astype(jnp.float32))[..., None]
 
 
