@@ -225,9 +225,11 @@ def _train(s1, s2, arrays: dict, clock: Clock, reserve: float, stage1_fraction: 
 
 def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_fraction: float,
         backend: str | None, engine_batch: int, eval_minutes: float, data_seconds: float,
-        attach: tuple[str, ...] = (), eval_batch: int = 16, precompile: bool = True) -> dict:
+        attach: tuple[str, ...] = (), eval_batch: int = 16, precompile: bool = True,
+        causality_num: int = 0) -> dict:
   """The whole run; returns run.json's content (`attach`: text files copied into it, e.g. a benchmark log).
-  precompile: compile each stage's step and the evaluation's sampler on a helper thread ahead of use."""
+  precompile: compile each stage's step and the evaluation's sampler on a helper thread ahead of use.
+  causality_num: test examples in the evaluation's speed sweep (0: the evaluation config's)."""
   from configs import evaluate as eval_configs
   from kinemask_jax.evaluation import report, score
   clock = Clock(minutes)
@@ -277,6 +279,8 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   eval_cfg.ablations.stage1_only = ""
   eval_cfg.num_strips = 3
   eval_cfg.batch_size = eval_batch
+  if causality_num:
+    eval_cfg.causality.num = causality_num
   scratch = tempfile.mkdtemp()
   t = time.perf_counter()
   result = score.score(eval_cfg, pipe, test, scratch, f"express run ({config.size}, {minutes} min)",
@@ -307,6 +311,8 @@ def main(argv) -> None:
   for name in ("num_train", "num_test", "eval_batch"):
     if getattr(FLAGS, name) < 1:
       raise cli.UsageError(f"--{name}: must be at least 1, got {getattr(FLAGS, name)}")
+  if FLAGS.causality_num < 0:
+    raise cli.UsageError(f"--causality_num: must be >= 0 (0: the evaluation config's), got {FLAGS.causality_num}")
   if FLAGS.engine_batch < 0:
     raise cli.UsageError(f"--engine_batch: must be >= 0 (0: the data config's), got {FLAGS.engine_batch}")
   if not 0 < FLAGS.stage1_fraction < 1:
@@ -317,7 +323,7 @@ def main(argv) -> None:
   precompile = FLAGS.precompile == "on" or (FLAGS.precompile == "auto" and jax.default_backend() != "cpu")
   run(_CONFIG.value, FLAGS.out, FLAGS.minutes, FLAGS.num_train, FLAGS.num_test, FLAGS.stage1_fraction,
       FLAGS.backend, FLAGS.engine_batch, FLAGS.eval_minutes, FLAGS.data_seconds, tuple(FLAGS.attach or ()),
-      FLAGS.eval_batch, precompile)
+      FLAGS.eval_batch, precompile, FLAGS.causality_num)
 
 
 FLAGS = flags.FLAGS
@@ -336,6 +342,8 @@ def _define_flags() -> None:
   flags.DEFINE_enum("backend", None, ["c", "mjx"], "Physics backend (default: the config's, auto).")
   flags.DEFINE_integer("engine_batch", 0, "Scenes per data-engine batch (0: the data config's).")
   flags.DEFINE_integer("eval_batch", 16, "Videos generated together in the evaluation.")
+  flags.DEFINE_integer("causality_num", 0, "Test examples in the evaluation's speed sweep, each generated at "
+                       "every speed (0: the evaluation config's, 8); its rank correlation is noisy over few.")
   flags.DEFINE_enum("precompile", "auto", ["auto", "on", "off"], "Compile each stage's step and the "
                     "evaluation's sampler on a helper thread while data is generated and the stage before trains "
                     "(auto: on an accelerator, whose host is idle then; off on a CPU backend, where it competes "

@@ -11,7 +11,8 @@
 #    $BENCH_BATCH (4,096; at 1,024 the second loan measured 137 videos/s, and this measures whether a larger
 #    batch scales it; the first loan 32 with MJX's own collision, before datagen/mjx_collision.py: see the
 #    README): physics alone first, then, in what is left, the whole engine (the compile is cached by then),
-#    appended to report.md.
+#    appended to report.md; BENCH_ITERS (e.g. 8/8,4/4: solver/line-search iterations, one row each with its
+#    distance from MuJoCo C's end positions; default the config's).
 # $OUT receives report.md, run.json, samples.gif, samples.png, weights/ (at most 8 files).
 # tests/test_express.py runs this script on the CPU at tiny size with a one-minute budget.
 set -uo pipefail
@@ -22,11 +23,14 @@ MINUTES=${MINUTES:-8.6}
 BACKEND=${BACKEND:-c}
 ENGINE_BATCH=${ENGINE_BATCH:-1024}
 BENCH_BATCH=${BENCH_BATCH:-4096}
+BENCH_ITERS=${BENCH_ITERS:-}
 BENCH_S=${BENCH_S:-130}
 DTYPE=${DTYPE:-bfloat16}
 BATCH=${BATCH:-64}
 NUM_TRAIN=${NUM_TRAIN:-32768}
 ANNEAL=${ANNEAL:-1500}
+CAUSALITY=${CAUSALITY:-32}
+EVAL_MINUTES=${EVAL_MINUTES:-1.3}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 if ! python3 -c "import mujoco.mjx, ml_collections" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
@@ -45,7 +49,7 @@ LEFT=$(python3 -c "print(round(($MINUTES * 60 - $BENCH_S - ($(date +%s) - $START
 python3 -m kinemask_jax.express --config="configs/stage2.py:$SIZE" --out="$OUT" --minutes="$LEFT" \
   --backend="$BACKEND" --engine_batch="$ENGINE_BATCH" \
   --config.data.physics.threads="$THREADS" --config.model.dtype="$DTYPE" --config.batch_size="$BATCH" \
-  --config.curriculum.anneal_steps="$ANNEAL" --num_train="$NUM_TRAIN" --eval_batch=64 --eval_minutes=1.0 \
+  --config.curriculum.anneal_steps="$ANNEAL" --num_train="$NUM_TRAIN" --eval_batch=64 --eval_minutes="$EVAL_MINUTES" --causality_num="$CAUSALITY" \
   --data_seconds=45 $EXTRA || exit 1
 
 REMAINING=$(( ${MINUTES%.*} * 60 - ($(date +%s) - START) ))
@@ -63,7 +67,7 @@ if [ "$CAP" -gt 20 ]; then
     LEFT_S=$(( ${MINUTES%.*} * 60 - ($(date +%s) - START) ))
     [ "$LEFT_S" -gt 20 ] || break
     timeout "$LEFT_S" python3 benchmarks/datagen.py --sizes="$SIZE" --backend=mjx --batch_size="$BENCH_BATCH" \
-      --batches=1 --parts="$PARTS" 2>&1 | grep --line-buffered "^|\|^machine" | tee -a "$OUT/report.md"
+      --batches=1 --parts="$PARTS" --iterations="$BENCH_ITERS" 2>&1 | grep --line-buffered "^|\|^machine" | tee -a "$OUT/report.md"
   done
 fi
 exit 0

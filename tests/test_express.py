@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
   out = tmp_path / "out"
   env = dict(os.environ, OUT=str(out), SIZE="tiny", MINUTES="1.0", BENCH_S="0", DTYPE="float32", BATCH="8",
-             ENGINE_BATCH="64",
+             ENGINE_BATCH="64", CAUSALITY="2",
              ANNEAL="20", NUM_TRAIN="64", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
              EXTRA="--num_test=6 --eval_minutes=0.35 --eval_batch=8 --precompile=on")
   proc = subprocess.run(["bash", "scripts/gpu_run.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -35,13 +35,15 @@ def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
   assert names[:2] == ["simulator (reference)", "KineMask"] and "stage 1 only" in names and "copy first frame" in names
   report = open(out / "report.md").read()
   assert "| KineMask |" in report and "| constant velocity |" in report
+  assert "over 2 examples" in report  # the script's CAUSALITY reached the evaluation's speed sweep
   # The exported weights load and sample.
   pipe = KineMaskPipeline.from_weights(str(out / "weights"))
   assert pipe.step == run["train"]["stage2"]["steps"]
 
 
 @pytest.mark.parametrize("flag, match", [("--minutes=0", "--minutes"), ("--stage1_fraction=1.5", "--stage1_fraction"),
-                                         ("--num_train=0", "--num_train"), ("--precompile=sometimes", "--precompile")])
+                                         ("--num_train=0", "--num_train"), ("--precompile=sometimes", "--precompile"),
+                                         ("--causality_num=-1", "--causality_num")])
 def test_express_refuses_bad_flags_before_any_work(tmp_path, flag, match):
   proc = subprocess.run([sys.executable, "-m", "kinemask_jax.express", "--config=configs/stage2.py:tiny",
                          f"--out={tmp_path}", flag], cwd=ROOT, capture_output=True, text=True, timeout=120)
