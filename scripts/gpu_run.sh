@@ -8,9 +8,9 @@
 #    step and the evaluation's sampler compile on a helper thread while data is made and the stage before trains);
 # 3. with the $BENCH_S seconds kept for it: end-to-end `generate` of one $SIZE video at 25 steps
 #    (benchmarks/sample.py, at most 40 s), then the data-engine benchmark with MJX physics at batch
-#    $BENCH_BATCH (4,096; at 1,024 the second loan measured 137 videos/s, and this measures whether a larger
-#    batch scales it; the first loan 32 with MJX's own collision, before datagen/mjx_collision.py: see the
-#    README): physics alone first, then, in what is left, the whole engine (the compile is cached by then),
+#    $BENCH_BATCH (1,024, the training's engine batch, where the second loan measured 137 videos/s; the third
+#    ran 4,096, 174.5 videos/s, which does not fit the time left here; the first loan 32 with MJX's own
+#    collision, before datagen/mjx_collision.py: see the README): physics alone first, then, in what is left, the whole engine (the compile is cached by then),
 #    appended to report.md; BENCH_ITERS (e.g. 8/8,4/4: solver/line-search iterations, one row each with its
 #    distance from MuJoCo C's end positions; default the config's).
 # $OUT receives report.md, run.json, samples.gif, samples.png, weights/ (at most 8 files).
@@ -22,7 +22,7 @@ SIZE=${SIZE:-small}
 MINUTES=${MINUTES:-8.6}
 BACKEND=${BACKEND:-c}
 ENGINE_BATCH=${ENGINE_BATCH:-1024}
-BENCH_BATCH=${BENCH_BATCH:-4096}
+BENCH_BATCH=${BENCH_BATCH:-1024}
 BENCH_ITERS=${BENCH_ITERS:-}
 BENCH_S=${BENCH_S:-130}
 DTYPE=${DTYPE:-bfloat16}
