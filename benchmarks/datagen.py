@@ -121,5 +121,6 @@ def _end_gap_mm(traj, reference, compared):
   gap = np.linalg.norm(traj.position[:n, -1] - reference.position[:, -1], axis=-1)[valid] * 1e3
   return f"{np.median(gap):.1f} / {np.percentile(gap, 90):.1f}"
 
+
 if __name__ == "__main__":
   main()

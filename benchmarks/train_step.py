@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import jax
@@ -33,19 +32,6 @@ from kinemask_jax import express
 from kinemask_jax.model import cost
 from kinemask_jax.model import text
 from kinemask_jax.training import video
-
-
-def _median_s(fn, repeats: int) -> tuple[float, float]:
-  """(first call, compile included; median of `repeats` later calls), seconds, each call waited for."""
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
 
 
 def main() -> None:
@@ -84,7 +70,7 @@ def main() -> None:
   def model_step():
     plain_state["state"], metrics = plain_step(plain_state["state"], synthetic)
     return metrics["loss"]
-  rows.append(("model step (condition made)", *_median_s(model_step, args.repeats), flops))
+  rows.append(("model step (condition made)", *model_bench.timed(model_step, args.repeats), flops))
   del plain_state["state"]
 
   start = time.perf_counter()
@@ -97,10 +83,10 @@ def main() -> None:
   def stage2_step(draw: bool):
     holder["state"], metrics = step(holder["state"], next(batches) if draw else fixed)
     return metrics["loss"]
-  first, median = _median_s(lambda: stage2_step(False), args.repeats)
+  first, median = model_bench.timed(lambda: stage2_step(False), args.repeats)
   rows.append(("stage-2 step (raw batch)", compile_s + first, median, flops))
-  rows.append(("+ batch draw", *_median_s(lambda: stage2_step(True), args.repeats), flops))
-  rows.append(("batch draw", *_median_s(lambda: next(batches), args.repeats), None))
+  rows.append(("+ batch draw", *model_bench.timed(lambda: stage2_step(True), args.repeats), flops))
+  rows.append(("batch draw", *model_bench.timed(lambda: next(batches), args.repeats), None))
 
   print("| step | compile + first call s | ms/step | model TFLOP/s |")
   print("|---|---|---|---|")
