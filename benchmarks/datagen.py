@@ -2,7 +2,7 @@
 
   python benchmarks/datagen.py [--sizes=tiny,small] [--batches=3] [--backend=c|mjx] [--batch_size=1024]
                                [--mjx_max_pairs=N] [--parts=physics,render,engine] [--iterations=8/8,4/4]
-                               [--compare=64]
+                               [--compare=64] [--mjx_max_world_pairs=N] [--mjx_batch_pairs=OBJECTS,WORLD]
 
 Prints a table. Each figure is the best of --batches timed batches after one warm-up batch (compiles). The
 host column is the rest of the whole engine's time per video (scene sampling, model parameters, truth,
@@ -54,6 +54,10 @@ def main():
   parser.add_argument("--backend", default=None, choices=["c", "mjx"])
   parser.add_argument("--threads", type=int, default=0, help="MuJoCo C rollout threads (default: config)")
   parser.add_argument("--mjx_max_pairs", type=int, default=-1, help="MJX collision cull (default: config; 0: off)")
+  parser.add_argument("--mjx_max_world_pairs", type=int, default=-1,
+                      help="MJX pairs with the table/ground kept per call (default: config; 0: off)")
+  parser.add_argument("--mjx_batch_pairs", default="", help="MJX vmap budget, pairs within reach per scene "
+                      "between objects,with the world, e.g. 0.75,2.5 (default: config; 0,0: off)")
   parser.add_argument("--parts", default="physics,render,engine", help="what to time, of physics,render,engine")
   parser.add_argument("--iterations", default="", help="solver/ls iteration pairs, one row each, e.g. 8/8,4/4 "
                       "(default: the config's)")
@@ -65,6 +69,16 @@ def main():
   if args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1 or args.compare < 0:
     parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs, --compare must be >= 0")
   iterations = _iterations(args.iterations, parser)
+  budget = None
+  if args.mjx_batch_pairs:
+    try:
+      budget = tuple(float(x) for x in args.mjx_batch_pairs.split(","))
+    except ValueError:
+      budget = ()
+    if len(budget) != 2 or min(budget) < 0:
+      parser.error(f"--mjx_batch_pairs: expected two numbers >= 0 like 0.75,2.5, got {args.mjx_batch_pairs!r}")
+  if args.mjx_max_world_pairs < -1:
+    parser.error("--mjx_max_world_pairs must be >= 0")
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
   print("| size | T x H x W | batch | backend | iterations | first s | to C | physics videos/s | render videos/s | "
@@ -78,6 +92,10 @@ def main():
       base.physics.threads = args.threads
     if args.mjx_max_pairs >= 0:
       base.physics.mjx_max_pairs = args.mjx_max_pairs
+    if args.mjx_max_world_pairs >= 0:
+      base.physics.mjx_max_world_pairs = args.mjx_max_world_pairs
+    if budget is not None:
+      base.physics.mjx_batch_pairs = budget
     backend = args.backend or physics.resolve_backend(base)
     b = base.batch_size
     batch = [scenes.sample_scene(s, base) for s in range(b)]

@@ -158,8 +158,9 @@ class _Canonical:
 
 
 @functools.lru_cache(maxsize=4)
-def _canonical(cfg_json: str) -> _Canonical:
-  """The compiled canonical model of a data config (given as JSON: hashable, so compiles are cached)."""
+def _canonical(cfg_json: str, vmap: bool | None = None) -> _Canonical:
+  """The compiled canonical model of a data config (given as JSON: hashable, so compiles are cached); its
+  step function vmaps the batch (None: on accelerators; on the CPU a `lax.map`, see the module docstring)."""
   from mujoco import mjx  # imported lazily: it pulls in its GPU backends' probes
   cfg = ml_collections.ConfigDict(json.loads(cfg_json))
   model = mujoco.MjModel.from_xml_string(mjcf.canonical_xml(cfg))
@@ -175,7 +176,7 @@ def _canonical(cfg_json: str) -> _Canonical:
              for k in range(cfg.scene.max_objects) for i, name in enumerate(table)
              if shapes_lib.SHAPES[name].mesh is not None}
   spf, t_frames, n_max = steps_per_frame(cfg), cfg.num_frames, cfg.scene.max_objects
-  max_pairs = cfg.physics.mjx_max_pairs
+  cull = mjx_collision.Cull.of(cfg.physics)
   slot_j = jnp.asarray(geom_slot)
 
   def one_scene(params, qpos0, qvel0):
@@ -194,7 +195,7 @@ def _canonical(cfg_json: str) -> _Canonical:
       a, b = slot_j[con.geom1], slot_j[con.geom2]
       touching = (con.dist < 0) & (a >= 0) & (b >= 0)
       flags = jnp.zeros((n_max, n_max), bool).at[jnp.maximum(a, 0), jnp.maximum(b, 0)].max(touching)
-      overflow = overflow | mjx_collision.near_overflow(m, d, max_pairs)
+      overflow = overflow | mjx_collision.near_overflow(m, d, cull)
       return (d, overflow), flags | flags.T
 
     def frame(carry, _):
@@ -206,14 +207,14 @@ def _canonical(cfg_json: str) -> _Canonical:
 
   def traced(fn):  # the merged (and culled) collision is what the rollout compiles: mjx_collision.py
     def wrapped(*args):
-      with mjx_collision.patched(max_pairs):
+      with mjx_collision.patched(cull):
         return fn(*args)
     return wrapped
 
-  if jax.default_backend() == "cpu":
-    step_fn = jax.jit(traced(lambda p, q, v: jax.lax.map(lambda x: one_scene(*x), (p, q, v))))
-  else:
+  if vmap or (vmap is None and jax.default_backend() != "cpu"):
     step_fn = jax.jit(traced(jax.vmap(one_scene)))
+  else:
+    step_fn = jax.jit(traced(lambda p, q, v: jax.lax.map(lambda x: one_scene(*x), (p, q, v))))
   return _Canonical(mx, geom_slot, geom_kind, unit, mesh_of, step_fn)
 
 
@@ -281,13 +282,15 @@ def mjx_batch_params(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigD
   return params, qpos0, qvel0
 
 
-def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, prepared=None) -> Trajectory:
-  """MJX: one jit over the batch (vmap on accelerators, sequential on CPU: see the module docstring).
+def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, prepared=None,
+                vmap: bool | None = None) -> Trajectory:
+  """MJX: one jit over the batch (`vmap` None: vmap on accelerators, sequential on CPU: see the module
+  docstring; tests and benchmarks force either).
 
-  Scenes in which the collision cull (cfg.physics.mjx_max_pairs, datagen/mjx_collision.py) met more
-  pairs within reach than it keeps are simulated again with MuJoCo C, so no contact is ever dropped;
-  `Trajectory.resimulated` marks them."""
-  canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True))
+  Scenes in which the collision cull or budget (cfg.physics.mjx_max_pairs, mjx_max_world_pairs,
+  mjx_batch_pairs; datagen/mjx_collision.py) met more pairs within reach than it collides are simulated
+  again with MuJoCo C, so no contact is ever dropped; `Trajectory.resimulated` marks them."""
+  canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True), vmap)
   params, qpos0, qvel0 = prepared if prepared is not None else mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
   as_f32 = lambda x: jnp.asarray(x, jnp.float32)
@@ -305,6 +308,6 @@ def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, 
     exact = rollout_c([scenes[i] for i in again], cfg)
     for field in out:
       out[field][again] = getattr(exact, field)
-    logging.info("physics: %d of %d scenes had more than %d object pairs within reach (mjx_max_pairs); "
-                 "simulated with MuJoCo C", len(again), b, cfg.physics.mjx_max_pairs)
+    logging.info("physics: %d of %d scenes had more pairs within reach than the MJX collision collides "
+                 "(%s); simulated with MuJoCo C", len(again), b, mjx_collision.Cull.of(cfg.physics))
   return Trajectory(**out, resimulated=np.asarray(overflow, bool))

@@ -169,8 +169,13 @@ def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> 
   for field in ("solver_iterations", "ls_iterations", "threads"):
     if int(cfg.physics[field]) < 1:
       fail(f"physics.{field}", f"must be >= 1, got {cfg.physics[field]!r}")
-  if int(cfg.physics.mjx_max_pairs) < 0:
-    fail("physics.mjx_max_pairs", f"must be >= 0 (0: collide every pair), got {cfg.physics.mjx_max_pairs!r}")
+  for field in ("mjx_max_pairs", "mjx_max_world_pairs"):  # the last two: absent from configs stored before them
+    if int(cfg.physics.get(field, 0)) < 0:
+      fail(f"physics.{field}", f"must be >= 0 (0: collide every pair), got {cfg.physics[field]!r}")
+  budget = tuple(cfg.physics.get("mjx_batch_pairs", (0.0, 0.0)))
+  if len(budget) != 2 or min(budget) < 0:
+    fail("physics.mjx_batch_pairs", f"expected two numbers >= 0 (between objects, with the world; 0: every kept "
+         f"pair), got {cfg.physics.mjx_batch_pairs!r}")
   for field in ("validation_fraction", "test_fraction"):
     if not 0.0 <= cfg[field] <= 1.0:
       fail(field, f"must be in [0, 1] (a share of --num), got {cfg[field]!r}")

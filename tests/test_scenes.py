@@ -58,6 +58,8 @@ def test_most_videos_contain_a_collision(tiny_cfg):
     ({"physics.timestep_s": 0.0}, "config.physics.timestep_s: must be > 0"),
     ({"physics.solver_iterations": 0}, "config.physics.solver_iterations"),
     ({"physics.mjx_max_pairs": -1}, "config.physics.mjx_max_pairs: must be >= 0"),
+    ({"physics.mjx_max_world_pairs": -2}, "config.physics.mjx_max_world_pairs: must be >= 0"),
+    ({"physics.mjx_batch_pairs": (0.5, -1.0)}, "config.physics.mjx_batch_pairs: expected two numbers >= 0"),
     ({"render.supersample": 0}, "config.render.supersample"),
 ])
 def test_bad_config_names_the_field(tiny_cfg, overrides, message):
