@@ -66,8 +66,10 @@ def main():
   parts = args.parts.split(",")
   if not parts or set(parts) - {"physics", "render", "engine"}:
     parser.error(f"--parts: expected names from physics,render,engine, got {args.parts!r}")
-  if args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1 or args.compare < 0:
-    parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs, --compare must be >= 0")
+  if (args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1
+      or args.mjx_max_world_pairs < -1 or args.compare < 0):
+    parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs, --mjx_max_world_pairs, "
+                 "--compare must be >= 0")
   iterations = _iterations(args.iterations, parser)
   budget = None
   if args.mjx_batch_pairs:
@@ -77,8 +79,6 @@ def main():
       budget = ()
     if len(budget) != 2 or min(budget) < 0:
       parser.error(f"--mjx_batch_pairs: expected two numbers >= 0 like 0.75,2.5, got {args.mjx_batch_pairs!r}")
-  if args.mjx_max_world_pairs < -1:
-    parser.error("--mjx_max_world_pairs must be >= 0")
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
   print("| size | T x H x W | batch | backend | iterations | first s | to C | physics videos/s | render videos/s | "

@@ -184,10 +184,9 @@ def reach_distance(m, d, pairs: np.ndarray) -> jax.Array:
   return jnp.where(world_box, outside, sphere) - margins
 
 
-def _kept(m, d, group: Group) -> tuple[jax.Array | np.ndarray, jax.Array]:
-  """The pairs a group collides in this scene: their rows into group.pairs [keep], nearest first when
-  culled, and whether each is within reach [keep]."""
-  dist = reach_distance(m, d, group.pairs)
+def _kept(group: Group, dist: jax.Array) -> tuple[jax.Array | np.ndarray, jax.Array]:
+  """The pairs a group collides in this scene, given its pairs' `reach_distance` [P]: their rows into
+  group.pairs [keep], nearest first when culled, and whether each is within reach [keep]."""
   if not group.culled:
     return np.arange(len(group.pairs)), dist <= 0
   neg, rows = jax.lax.top_k(-dist, group.keep)
@@ -260,10 +259,13 @@ def near_overflow(m, d, cull: Cull) -> jax.Array:
   dropped, and the scene is not exact."""
   flags = []
   for group in merged_groups(m, cull):
+    if not group.culled and group.budget == 0:
+      continue
+    dist = reach_distance(m, d, group.pairs)
     if group.culled:
-      flags.append((reach_distance(m, d, group.pairs) <= 0).sum() > group.keep)
+      flags.append((dist <= 0).sum() > group.keep)
     if group.budget > 0:
-      flags.append(_dropped(_kept(m, d, group)[1], group.budget))
+      flags.append(_dropped(_kept(group, dist)[1], group.budget))
   return jnp.any(jnp.stack(flags)) if flags else jnp.array(False)
 
 
@@ -292,7 +294,7 @@ def merged_collision(m, d, cull: Cull = Cull()):
       dist, pos, frame = func(m, d, group.parts[0][0], contact.geom)
     else:
       sides = [_side_info(m, d, group.types[i], group.pairs[:, i]) for i in (0, 1)]
-      rows, within = _kept(m, d, group)
+      rows, within = _kept(group, reach_distance(m, d, group.pairs))
       if group.culled:  # the nearest pairs only: the data's contact layout has room for them alone
         sides, contact = jax.tree.map(lambda x: x[rows], (sides, contact))
       if group.budget > 0:
