@@ -15,10 +15,24 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
   atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
+# Most tests compile far more than they compute: XLA's CPU backend at optimisation level 0 (LLVM's) compiles
+# about a third faster (MJX collision: 8 s against 11.5 s a call) and runs the tests' tiny programs about as
+# fast; the suite takes about 11% less time. Inherited by the processes the tests start, except through
+# `default_xla_env` (for the few that mostly compute); an optimisation level already in XLA_FLAGS is kept.
+_CALLER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")
+if "xla_backend_optimization_level" not in _CALLER_XLA_FLAGS:
+  os.environ["XLA_FLAGS"] = (_CALLER_XLA_FLAGS + " --xla_backend_optimization_level=0").strip()
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from configs import data as data_configs  # noqa: E402
+
+
+@pytest.fixture
+def default_xla_env():
+  """os.environ for a subprocess that computes more than it compiles: XLA_FLAGS as the caller gave them."""
+  return dict(os.environ, XLA_FLAGS=_CALLER_XLA_FLAGS)
 
 
 @pytest.fixture

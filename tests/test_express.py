@@ -14,9 +14,9 @@ from kinemask_jax import KineMaskPipeline
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path):
+def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path, default_xla_env):
   out = tmp_path / "out"
-  env = dict(os.environ, OUT=str(out), SIZE="tiny", MINUTES="1.0", BENCH_S="0", DTYPE="float32", BATCH="8",
+  env = dict(default_xla_env, OUT=str(out), SIZE="tiny", MINUTES="1.0", BENCH_S="0", DTYPE="float32", BATCH="8",
              ENGINE_BATCH="64", CAUSALITY="2",
              ANNEAL="20", NUM_TRAIN="64", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"),
              EXTRA="--num_test=6 --eval_minutes=0.35 --eval_batch=8 --precompile=on")

@@ -14,7 +14,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.mark.slow
 def test_loss_and_gradients_match_single_device_on_three_meshes():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, os.path.join(HERE, "sharding_worker.py")], env=env, capture_output=True,
                        text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -185,7 +185,8 @@ def test_two_processes_train_together_and_restore(tiny_dataset, tmp_path):
   def launch(steps, port):
     procs = []
     for pid in range(2):
-      env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+      env = dict(os.environ, JAX_PLATFORMS="cpu",
+                 XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
       extra = ["--config.distributed.enabled=True", f"--config.distributed.coordinator_address=localhost:{port}",
                "--config.distributed.num_processes=2", f"--config.distributed.process_id={pid}",
                "--config.mesh.shape=(2,4,1)", "--config.train.log_every=1"]
