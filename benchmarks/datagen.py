@@ -3,6 +3,7 @@
   python benchmarks/datagen.py [--sizes=tiny,small] [--batches=3] [--backend=c|mjx] [--batch_size=1024]
                                [--mjx_max_pairs=N] [--parts=physics,render,engine] [--iterations=8/8,4/4]
                                [--compare=64] [--mjx_max_world_pairs=N] [--mjx_batch_pairs=OBJECTS,WORLD]
+                               [--mjx_max_contacts=N]
 
 Prints a table. Each figure is the best of --batches timed batches after one warm-up batch (compiles). The
 host column is the rest of the whole engine's time per video (scene sampling, model parameters, truth,
@@ -58,6 +59,8 @@ def main():
                       help="MJX pairs with the table/ground kept per call (default: config; 0: off)")
   parser.add_argument("--mjx_batch_pairs", default="", help="MJX vmap budget, pairs within reach per scene "
                       "between objects,with the world, e.g. 0.75,2.5 (default: config; 0,0: off)")
+  parser.add_argument("--mjx_max_contacts", type=int, default=-1,
+                      help="MJX contacts kept per scene for the solver, the deepest (default: config; 0: off)")
   parser.add_argument("--parts", default="physics,render,engine", help="what to time, of physics,render,engine")
   parser.add_argument("--iterations", default="", help="solver/ls iteration pairs, one row each, e.g. 8/8,4/4 "
                       "(default: the config's)")
@@ -67,9 +70,9 @@ def main():
   if not parts or set(parts) - {"physics", "render", "engine"}:
     parser.error(f"--parts: expected names from physics,render,engine, got {args.parts!r}")
   if (args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1
-      or args.mjx_max_world_pairs < -1 or args.compare < 0):
+      or args.mjx_max_world_pairs < -1 or args.mjx_max_contacts < -1 or args.compare < 0):
     parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs, --mjx_max_world_pairs, "
-                 "--compare must be >= 0")
+                 "--mjx_max_contacts, --compare must be >= 0")
   iterations = _iterations(args.iterations, parser)
   budget = None
   if args.mjx_batch_pairs:
@@ -96,6 +99,8 @@ def main():
       base.physics.mjx_max_world_pairs = args.mjx_max_world_pairs
     if budget is not None:
       base.physics.mjx_batch_pairs = budget
+    if args.mjx_max_contacts >= 0:
+      base.physics.mjx_max_contacts = args.mjx_max_contacts
     backend = args.backend or physics.resolve_backend(base)
     b = base.batch_size
     batch = [scenes.sample_scene(s, base) for s in range(b)]

@@ -288,8 +288,9 @@ def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, 
   docstring; tests and benchmarks force either).
 
   Scenes in which the collision cull or budget (cfg.physics.mjx_max_pairs, mjx_max_world_pairs,
-  mjx_batch_pairs; datagen/mjx_collision.py) met more pairs within reach than it collides are simulated
-  again with MuJoCo C, so no contact is ever dropped; `Trajectory.resimulated` marks them."""
+  mjx_batch_pairs; datagen/mjx_collision.py) met more pairs within reach than it collides, or in which every
+  contact kept for the solver touched (mjx_max_contacts), are simulated again with MuJoCo C, so no contact is
+  ever dropped; `Trajectory.resimulated` marks them."""
   canon = _canonical(json.dumps(cfg.to_dict(), sort_keys=True), vmap)
   params, qpos0, qvel0 = prepared if prepared is not None else mjx_batch_params(scenes, cfg, canon)
   b = len(scenes)
@@ -308,6 +309,7 @@ def rollout_mjx(scenes: list[scenes_lib.Scene], cfg: ml_collections.ConfigDict, 
     exact = rollout_c([scenes[i] for i in again], cfg)
     for field in out:
       out[field][again] = getattr(exact, field)
-    logging.info("physics: %d of %d scenes had more pairs within reach than the MJX collision collides "
-                 "(%s); simulated with MuJoCo C", len(again), b, mjx_collision.Cull.of(cfg.physics))
+    logging.info("physics: %d of %d scenes had more pairs within reach than the MJX collision collides, or "
+                 "more touching contacts than it keeps (%s); simulated with MuJoCo C", len(again), b,
+                 mjx_collision.Cull.of(cfg.physics))
   return Trajectory(**out, resimulated=np.asarray(overflow, bool))

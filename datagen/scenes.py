@@ -169,9 +169,11 @@ def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> 
   for field in ("solver_iterations", "ls_iterations", "threads"):
     if int(cfg.physics[field]) < 1:
       fail(f"physics.{field}", f"must be >= 1, got {cfg.physics[field]!r}")
-  for field in ("mjx_max_pairs", "mjx_max_world_pairs"):  # the last two: absent from configs stored before them
+  # All but the first: absent from configs stored before them.
+  for field, zero in (("mjx_max_pairs", "collide every pair"), ("mjx_max_world_pairs", "collide every pair"),
+                      ("mjx_max_contacts", "keep every contact")):
     if int(cfg.physics.get(field, 0)) < 0:
-      fail(f"physics.{field}", f"must be >= 0 (0: collide every pair), got {cfg.physics[field]!r}")
+      fail(f"physics.{field}", f"must be >= 0 (0: {zero}), got {cfg.physics[field]!r}")
   budget = tuple(cfg.physics.get("mjx_batch_pairs", (0.0, 0.0)))
   if len(budget) != 2 or min(budget) < 0:
     fail("physics.mjx_batch_pairs", f"expected two numbers >= 0 (between objects, with the world; 0: every kept "

@@ -6,11 +6,13 @@ import json
 
 import jax
 import jax.numpy as jnp
+import mujoco
 import numpy as np
 import pytest
 from mujoco import mjx
 from mujoco.mjx._src import collision_driver
 
+from datagen import mjcf
 from datagen import mjx_collision
 from datagen import physics
 from datagen import scenes
@@ -87,6 +89,31 @@ def test_merged_and_culled_collision_give_mjx_contacts(tiny_cfg):
   with pytest.raises(ValueError, match="inside mjx_collision.patched"):  # data laid out for another cull
     mjx_collision.merged_collision(m, _model_and_data(cfg, scene)[1], Cull(objects=2))
   assert len(mjx_collision.merged_groups(m)) < len(collision_driver._geom_groups(m))  # 9 calls, not 12
+
+
+def test_kept_contacts_are_the_deepest_and_a_full_house_is_flagged(tiny_cfg):
+  """Keeping the deepest contacts only: with room for every touching one they are MJX's own, in a data of
+  that many contacts; with one slot fewer a touching contact is dropped, and near_overflow says so. A model
+  whose contacts differ in condim is refused by name."""
+  cfg = _cfg(tiny_cfg, 2)
+  scene = _row_of_cylinders(cfg, -0.004)
+  m, d = _model_and_data(cfg, scene)
+  want = _touching(jax.jit(collision_driver.collision)(m, d)._impl.contact)
+  for keep in (len(want) + 1, len(want) - 1):
+    cull = Cull(objects=2, world=3, contacts=keep)
+    m, d = _model_and_data(cfg, scene, cull)
+
+    def collide(m, d, c=cull):
+      d = mjx_collision.merged_collision(m, d, c)
+      return d._impl.contact, mjx_collision.near_overflow(m, d, c)
+    got, flag = jax.jit(collide)(m, d)
+    assert got.dist.shape[0] == keep == d._impl.ncon == len(mjx_collision.condim(m, cull))
+    assert (_touching(got) == want) == (keep > len(want)), keep
+    assert bool(flag) == (keep < len(want)), keep
+  model = mujoco.MjModel.from_xml_string(mjcf.canonical_xml(cfg))
+  model.geom_condim[np.flatnonzero(model.geom_bodyid == 1)] = 4  # the first slot's geoms: torsional friction
+  with pytest.raises(ValueError, match="physics.mjx_max_contacts"):
+    mjx_collision.condim(mjx.put_model(model), Cull(objects=2, world=3, contacts=8))
 
 
 def test_world_reach_distance_is_a_box_bound(tiny_cfg):

@@ -60,6 +60,7 @@ def test_most_videos_contain_a_collision(tiny_cfg):
     ({"physics.mjx_max_pairs": -1}, "config.physics.mjx_max_pairs: must be >= 0"),
     ({"physics.mjx_max_world_pairs": -2}, "config.physics.mjx_max_world_pairs: must be >= 0"),
     ({"physics.mjx_batch_pairs": (0.5, -1.0)}, "config.physics.mjx_batch_pairs: expected two numbers >= 0"),
+    ({"physics.mjx_max_contacts": -1}, "config.physics.mjx_max_contacts: must be >= 0"),
     ({"render.supersample": 0}, "config.render.supersample"),
 ])
 def test_bad_config_names_the_field(tiny_cfg, overrides, message):
