@@ -322,7 +322,7 @@ def merged_collision(m, d, cull: Cull = Cull()):
   contact = jax.tree.map(lambda *x: jnp.concatenate(x), *contacts)
   emitted = len(_emitted_condim(m, cull))
   assert contact.dist.shape[0] == emitted, (contact.dist.shape[0], emitted)  # _emitted_condim's layout
-  if _compacted(m, cull):  # the deepest contacts, in the data's layout (one condim: `condim`)
+  if expected < emitted:  # compacted: the deepest contacts, in the data's layout (one condim: `condim`)
     _, rows = jax.lax.top_k(contact.includemargin - contact.dist, cull.contacts)
     laid_out = d._impl.contact  # pylint: disable=protected-access
     contact = jax.tree.map(lambda x: x[rows], contact)
