@@ -5,9 +5,11 @@
                                [--compare=64] [--mjx_max_world_pairs=N] [--mjx_batch_pairs=OBJECTS,WORLD]
                                [--mjx_max_contacts=N]
 
-Prints a table. Each figure is the best of --batches timed batches after one warm-up batch (compiles). The
-host column is the rest of the whole engine's time per video (scene sampling, model parameters, truth,
-events, captions, transfers): engine - physics - render. For MJX, "first s" is the warm-up physics call
+Prints a table. Physics and rendering are the best of --batches timed batches after one warm-up batch
+(compiles). The whole engine is `engine.generate_split` over max(--batches, 2) batches after a warm-up batch,
+as a dataset is made: the next batch simulates and renders while this one's examples are made (truth,
+events, captions) on the caller's thread, whose time per video is the "examples" column, and the batch after
+is sampled and prepared on a helper. For MJX, "first s" is the warm-up physics call
 (compile included) and "to C" the scenes of that batch whose collision cull overflowed and were simulated
 again with MuJoCo C (datagen/mjx_collision.py). --parts=physics times the physics alone (the loan script's
 MJX run, which must fit a time cap); skipped parts print "-".
@@ -85,7 +87,7 @@ def main():
   print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind})")
   print("| size | T x H x W | batch | backend | iterations | first s | to C | physics videos/s | render videos/s | "
-        "engine videos/s | host ms/video | vs C mm (median / p90) |")
+        "engine videos/s | examples ms/video | vs C mm (median / p90) |")
   print("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for size in args.sizes.split(","):
     base = data_configs.get_config(size)
@@ -116,14 +118,23 @@ def main():
       t_phys = _best(lambda: physics.rollout(batch, cfg, backend), args.batches, warm=False)
       t_rend = _best(lambda: render.render(batch, traj.position, traj.quat, cfg), args.batches) \
           if "render" in parts else None
-      t_all = _best(lambda: engine.generate_batch(range(b), cfg, backend), args.batches) \
-          if "engine" in parts else None
+      t_all, examples = (_engine(cfg, backend, max(args.batches, 2))) if "engine" in parts else (None, "-")
       rate = lambda t: "-" if t is None else f"{b / t:.1f}"
-      host = "-" if t_all is None or t_rend is None else f"{1e3 * max(t_all - t_phys - t_rend, 0.0) / b:.2f}"
       same = backend == "c" and (solver_it, ls_it) == (base.physics.solver_iterations, base.physics.ls_iterations)
       gap = "-" if reference is None or same else _end_gap_mm(traj, reference, compared)
       print(f"| {size} | {cfg.num_frames}x{cfg.height}x{cfg.width} | {b} | {backend} | {solver_it}/{ls_it} | "
-            f"{first:.1f} | {to_c} | {rate(t_phys)} | {rate(t_rend)} | {rate(t_all)} | {host} | {gap} |", flush=True)
+            f"{first:.1f} | {to_c} | {rate(t_phys)} | {rate(t_rend)} | {rate(t_all)} | {examples} | {gap} |", flush=True)
+
+
+def _engine(cfg, backend, batches):
+  """The whole engine as a dataset is made: seconds per batch of the pipelined `generate_split` over
+  `batches` batches (after one warm-up batch), and its caller's ms per video making examples."""
+  engine.generate_batch(range(cfg.batch_size), cfg, backend)  # warm-up: compiles
+  timings = engine.Timings()
+  for _ in engine.generate_split("train", batches * cfg.batch_size, cfg, backend, timings=timings):
+    pass
+  print(f"# engine, {cfg.name} batch {cfg.batch_size}: {timings.summary()}", flush=True)
+  return timings.wall_s / batches, f"{1e3 * timings.examples_s / timings.videos:.2f}"
 
 
 def _iterations(text, parser):

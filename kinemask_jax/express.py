@@ -55,16 +55,16 @@ def log(clock: Clock, message: str) -> None:
   print(f"[{clock.elapsed():6.1f} s] {message}", flush=True)
 
 
-def generate(data_cfg, split: str, num: int, backend: str | None, clock: Clock, max_seconds: float) -> list[dict]:
-  """Up to `num` examples of `split` from the data engine, stopping at a batch boundary after max_seconds."""
+def generate(data_cfg, split: str, num: int, backend: str | None, clock: Clock, max_seconds: float,
+             timings=None) -> list[dict]:
+  """Up to `num` examples of `split` from the data engine; no batch starts after max_seconds (`timings`: an
+  `engine.Timings` it fills in)."""
   from datagen import engine
   out, start = [], time.perf_counter()
-  for example in engine.generate_split(split, num, data_cfg, backend):
+  for example in engine.generate_split(split, num, data_cfg, backend, timings=timings, deadline=start + max_seconds):
     out.append(example)
     if len(out) % data_cfg.batch_size == 0:
       log(clock, f"{split}: {len(out)}/{num} videos ({len(out) / (time.perf_counter() - start):.0f} videos/s)")
-      if time.perf_counter() - start > max_seconds:
-        break
   return out
 
 
@@ -249,6 +249,7 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   train_cfg = data_cfg.copy_and_resolve_references()
   train_cfg.with_depth = False  # depth serves the constant-velocity baseline on the test split only
   t0 = time.perf_counter()
+  from datagen import engine
   test = generate(data_cfg, "test", num_test, backend, clock, float("inf"))
   tokenizer = text.Tokenizer.from_config(config.model.text)
   ahead = Ahead(precompile)
@@ -256,10 +257,12 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
     like = batch_like(raw_arrays(test[:1], tokenizer), s1.batch_size)
     ahead.submit("stage 1 step", compile_stage, s1, like)  # behind the training data's generation
     ahead.submit("stage 2 step", compile_stage, s2, like)  # behind stage 1, if not done before
-    train = generate(train_cfg, "train", num_train, backend, clock, data_seconds)
+    timings = engine.Timings()
+    train = generate(train_cfg, "train", num_train, backend, clock, data_seconds, timings)
     info["data"] = dict(train=len(train), test=len(test), seconds=round(time.perf_counter() - t0, 1),
-                        engine_batch=data_cfg.batch_size, backend=backend or "auto")
-    log(clock, f"data: {len(train)} train, {len(test)} test videos in {info['data']['seconds']} s")
+                        engine_batch=data_cfg.batch_size, backend=backend or "auto", train_engine=timings.as_dict())
+    log(clock, f"data: {len(train)} train, {len(test)} test videos in {info['data']['seconds']} s; train engine: "
+               f"{timings.summary()}")
     arrays = raw_arrays(train, tokenizer)
     del train
     info["train"], state2, (pipe, stage1_pipe) = _train(s1, s2, arrays, clock, 60.0 * eval_minutes,
@@ -289,6 +292,9 @@ def run(config, out: str, minutes: float, num_train: int, num_test: int, stage1_
   info["eval_seconds"] = round(time.perf_counter() - t, 1)
   log(clock, f"evaluation: {info['eval_seconds']} s")
   shutil.copy(os.path.join(scratch, "report.md"), os.path.join(out, "report.md"))
+  with open(os.path.join(out, "report.md"), "a") as f:
+    f.write(f"\n## Data engine ({info['data']['backend']} physics, batch {data_cfg.batch_size})\n\ntrain split: "
+            f"{timings.summary()}\n")
   shutil.copy(os.path.join(scratch, "eval", "samples.png"), os.path.join(out, "samples.png"))
   videos = pipe.generate(*[list(x) for x in zip(*[score.generation_inputs(e) for e in test[:4]])], prompt=None).video
   top = np.concatenate(list(videos), axis=2)

@@ -131,6 +131,19 @@ BUGS = [
      "(~object_now_or_in_frame_0(ids))", "(ids == 0)", "tests/test_conditioning.py -k flow"),
     ("the batch ignores flow_background_weight", "kinemask_jax/training/curriculum.py",
      "config.diffusion.get(\"flow_background_weight\", 0.0))", "0.0)", "tests/test_conditioning.py -k flow"),
+    # The data engine's pipeline (datagen/engine.py).
+    ("the next batch simulates only after this one's examples", "datagen/engine.py",
+     "      if more:\n        running = simulation.submit(simulate_next, prepared[i + 1])\n"
+     "      prepared[i] = None  # the list does not keep a handed-out batch's arrays alive\n"
+     "      yield from _handed_out(finish_batch(done, cfg, timings), timings, began)\n",
+     "      examples = finish_batch(done, cfg, timings)\n      if more:\n"
+     "        running = simulation.submit(simulate_next, prepared[i + 1])\n"
+     "      yield from _handed_out(examples, timings, began)\n", "tests/test_engine.py -k simulates"),
+    ("the engine ignores its deadline", "datagen/engine.py",
+     "(deadline is None or time.perf_counter() < deadline)", "(deadline is None or True)",
+     "tests/test_engine.py -k deadline"),
+    ("the pipeline hands out batch i + 1's examples as batch i's", "datagen/engine.py",
+     "prepared[i + 1])", "prepared[min(i + 2, len(prepared) - 1)])", "tests/test_engine.py -k pipelined"),
     # The merged, culled MJX collision (datagen/mjx_collision.py).
     ("the cull never reports an overflow", "datagen/mjx_collision.py",
      "flags.append((dist <= 0).sum() > group.keep)", "flags.append((dist <= 0).sum() > 10**6)", "tests/test_mjx_collision.py"),

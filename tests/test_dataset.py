@@ -111,23 +111,23 @@ def test_direction_names():
 def test_interrupted_generation_never_looks_complete(tiny_cfg, tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
   tiny_cfg.batch_size = 4
-  real = engine.generate_batch
+  real = engine.simulate_prepared
   calls = []
 
-  def failing(seeds, cfg, backend=None, prepared=None):
+  def failing(prepared, cfg, backend=None, timings=None):
     calls.append(1)
     if len(calls) == 2:
       raise KeyboardInterrupt("simulated interruption")
-    return real(seeds, cfg, backend, prepared)
+    return real(prepared, cfg, backend, timings)
 
-  monkeypatch.setattr(engine, "generate_batch", failing)
+  monkeypatch.setattr(engine, "simulate_prepared", failing)
   with pytest.raises(KeyboardInterrupt):
     generate.generate(tiny_cfg, str(tmp_path), 8, backend="c")
   target = generate.dataset_dir(str(tmp_path), "tiny")
   assert not os.path.exists(os.path.join(target, "dataset_info.json"))
   with pytest.raises(Exception):
     tfds.builder_from_directory(target)
-  monkeypatch.setattr(engine, "generate_batch", real)
+  monkeypatch.setattr(engine, "simulate_prepared", real)
   assert generate.generate(tiny_cfg, str(tmp_path), 8, backend="c") == target
   leftovers = [p for p in os.listdir(os.path.dirname(target)) if "incomplete" in p]
   assert not leftovers

@@ -27,6 +27,8 @@ def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path, default_xla_env):
   assert len(files) <= 8 and {"report.md", "run.json", "samples.gif", "samples.png", "weights/config.json"} <= set(files)
   run = json.load(open(out / "run.json"))
   assert run["data"]["train"] == 64 and run["data"]["test"] == 6
+  engine_record = run["data"]["train_engine"]  # where the training data's time went, for the loan's report
+  assert engine_record["videos"] == 64 and engine_record["physics_s"] > 0 and engine_record["examples_s"] > 0
   assert run["train"]["stage1"]["steps"] > 1 and run["train"]["stage2"]["steps"] > 1
   # As on an accelerator: both steps and the evaluation's sampler compiled on the helper thread.
   assert run["train"]["stage1"]["compiled_ahead"] and run["train"]["stage2"]["compiled_ahead"]
@@ -36,6 +38,7 @@ def test_gpu_run_script_end_to_end_at_tiny_size(tmp_path, default_xla_env):
   report = open(out / "report.md").read()
   assert "| KineMask |" in report and "| constant velocity |" in report
   assert "over 2 examples" in report  # the script's CAUSALITY reached the evaluation's speed sweep
+  assert "## Data engine (c physics, batch 64)" in report and "64 videos in" in report
   # The exported weights load and sample.
   pipe = KineMaskPipeline.from_weights(str(out / "weights"))
   assert pipe.step == run["train"]["stage2"]["steps"]
