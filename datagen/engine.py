@@ -40,7 +40,7 @@ class Timings:
   def summary(self) -> str:
     """One line: videos/s, then each stage's ms per video."""
     per = lambda s: f"{1e3 * s / max(self.videos, 1):.2f}"
-    return (f"{self.videos} videos in {self.wall_s:.1f} s ({self.videos / max(self.wall_s, 1e-9):.0f} videos/s); "
+    return (f"{self.videos} videos in {self.wall_s:.1f} s ({self.videos / max(self.wall_s, 1e-9):.1f} videos/s); "
             f"ms per video: physics {per(self.physics_s)}, render {per(self.render_s)} (simulation thread), "
             f"examples {per(self.examples_s)}, waiting for the simulation {per(self.waited_s)} (consumer), "
             f"prepare {per(self.prepare_s)} (helper)")
