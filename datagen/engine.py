@@ -149,7 +149,7 @@ def finish_batch(simulated: Simulated, cfg: ml_collections.ConfigDict, timings: 
 def simulate(scenes: list, cfg: ml_collections.ConfigDict, backend: str | None = None) -> list[dict]:
   """Examples of the data contract for given scenes (at most cfg.batch_size of them): what the simulator
   says happens, rendered."""
-  return finish_batch(simulate_prepared(prepare_scenes(list(scenes), cfg, backend), cfg, backend), cfg)
+  return generate_batch(None, cfg, backend, prepare_scenes(list(scenes), cfg, backend))
 
 
 def generate_batch(seeds, cfg: ml_collections.ConfigDict, backend: str | None = None, prepared=None) -> list[dict]:

@@ -142,7 +142,7 @@ BUGS = [
     ("the engine ignores its deadline", "datagen/engine.py",
      "(deadline is None or time.perf_counter() < deadline)", "(deadline is None or True)",
      "tests/test_engine.py -k deadline"),
-    ("the pipeline hands out batch i + 1's examples as batch i's", "datagen/engine.py",
+    ("the pipeline simulates batch i + 2 in place of batch i + 1", "datagen/engine.py",
      "prepared[i + 1])", "prepared[min(i + 2, len(prepared) - 1)])", "tests/test_engine.py -k pipelined"),
     # The merged, culled MJX collision (datagen/mjx_collision.py).
     ("the cull never reports an overflow", "datagen/mjx_collision.py",
