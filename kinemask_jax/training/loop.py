@@ -55,6 +55,115 @@ def _check_finite(metrics: dict, step: int, ckpts) -> None:
                       f"stopping. The state was not updated; last good checkpoint: {where}")
 
 
+def _start(config, trainer: Trainer, batches, workdir: str | None, initial, log):
+  """The state to train from, the checkpoints and metric writer (None without a workdir) and the step
+  resumed from (None: a fresh state, with `initial` applied)."""
+  state = trainer.init(config.seed)
+  ckpts, writer, latest = None, None, None
+  if workdir is not None:
+    os.makedirs(workdir, exist_ok=True)
+    ckpts = checkpoints.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+    latest = ckpts.latest_step()
+  if latest is not None:
+    restored = ckpts.restore(state)
+    state = restored["state"]
+    batches.set_state(restored["data"])
+    log(f"resumed from {ckpts.directory} at step {latest}")
+  elif initial is not None:
+    state = initial(state)
+  if workdir is not None:
+    from clu import metric_writers, parameter_overview
+    from datagen import generate
+    primary = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(workdir, just_logging=not primary)
+    if latest is None and primary:
+      parameter_overview.log_parameter_overview(state.params.to_pure_dict())
+      writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                            for k, v in generate.flat_config(json.loads(config.to_json())).items()})
+  return state, ckpts, writer, latest
+
+
+def _first_step(trainer: Trainer, train_step, state, batch, label: str, log):
+  """Runs the first step: with the step compiled ahead when given (it checks its arguments before it runs,
+  nothing is donated yet), else or when it refuses them (TypeError, ValueError) with the trainer's step
+  jitted now. Returns (the step, state, metrics, why the compiled one was refused or None)."""
+  if train_step is not None:
+    try:
+      state, metrics = train_step(state, batch)
+      return train_step, state, metrics, None
+    except (TypeError, ValueError) as e:
+      refused = f"{type(e).__name__}: {str(e)[:300]}"
+      log(f"{label}: the step compiled ahead refused this state or batch ({refused}); jitting it now")
+  else:
+    refused = None
+  train_step = trainer.jit_step(state, batch)
+  state, metrics = train_step(state, batch)
+  return train_step, state, metrics, refused
+
+
+class _Record:
+  """The metrics of the steps run: fetched from the device in one transfer per sync, checked finite (a
+  non-finite one raises TrainingError), kept as (step, loss), appended to losses.jsonl, shown on the progress
+  bar (or a log line every 500 steps of a budgeted run) and written to the metric writer with the speed of
+  the steps since the last write."""
+
+  def __init__(self, workdir, ckpts, writer, *, label, start_step, steps, flops_per_step, log):
+    primary = jax.process_index() == 0
+    self.ckpts, self.writer, self.label, self.log, self.flops_per_step = ckpts, writer, label, log, flops_per_step
+    self.losses, self.metrics, self.pending = [], {}, []
+    self.losses_path = os.path.join(workdir, "losses.jsonl") if workdir is not None and primary else None
+    self.progress = None
+    if primary and steps is not None:
+      from tqdm import tqdm
+      self.progress = tqdm(total=steps, initial=start_step, desc=label, unit="step", dynamic_ncols=True)
+    self.restart_window()
+
+  def restart_window(self):
+    """The speed counts the steps from now."""
+    self.window_start, self.window_steps = time.perf_counter(), 0
+
+  def sync(self):
+    """Fetches the pending steps' metrics (one transfer), checks them and records them."""
+    for step_done, m in zip([p[0] for p in self.pending], jax.device_get([p[1] for p in self.pending])):
+      m = {k: float(v) for k, v in m.items()}
+      _check_finite(m, step_done, self.ckpts)
+      self.losses.append((step_done, m["loss"]))
+      if self.losses_path:
+        with open(self.losses_path, "a") as f:
+          f.write(json.dumps({"step": step_done, **{k: v for k, v in m.items() if k != "learning_rate"}}) + "\n")
+      self.metrics = m
+    self.pending = []
+
+  def shown(self, done: int, budgeted: bool, write: bool):
+    """After step `done` (its metrics synced or pending): the progress bar, and the writer when `write`."""
+    if self.progress is not None:
+      self.progress.update(1)
+      if self.metrics:
+        postfix = dict(loss=f"{self.metrics['loss']:.4f}")
+        if "curriculum_k" in self.metrics:
+          postfix["k"] = f"{self.metrics['curriculum_k']:.1f}"
+        self.progress.set_postfix(postfix)
+    elif budgeted and done % 500 == 0 and self.metrics:
+      self.log(f"{self.label}: step {done}, loss {np.mean([l for _, l in self.losses[-25:]]):.4f}")
+    if write and self.writer is not None and self.window_steps:
+      elapsed = time.perf_counter() - self.window_start
+      scalars = dict(self.metrics, steps_per_s=self.window_steps / elapsed)
+      if self.flops_per_step:
+        scalars["tflops_per_device"] = self.flops_per_step * self.window_steps / elapsed / 1e12 / jax.device_count()
+      self.writer.write_scalars(done, scalars)
+      self.restart_window()
+
+  def close(self):
+    self.sync()
+    if self.progress is not None:
+      self.progress.close()
+    if self.ckpts is not None:
+      self.ckpts.wait()
+      self.ckpts.close()
+    if self.writer is not None:
+      self.writer.flush()
+
+
 def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
         initial: Callable[[TrainState], TrainState] | None = None, hooks: Sequence[Callable] = (),
         budget_s: float | None = None, sync_every: int = 1, flops_per_step: float | None = None,
@@ -72,115 +181,42 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
   the first step's state or batch (TypeError or ValueError: another shape or sharding), the loop logs why, jits
   the step as without it and says so in Result.ahead_refused.
   """
-  primary = jax.process_index() == 0
   t = config.train
   steps = None if budget_s is not None else int(t.steps)
-  state = trainer.init(config.seed)
-  ckpts, writer, latest = None, None, None
+  state, ckpts, writer, _ = _start(config, trainer, batches, workdir, initial, log)
   config_json = config.to_json()
-  if workdir is not None:
-    os.makedirs(workdir, exist_ok=True)
-    ckpts = checkpoints.Checkpoints(workdir, keep=t.keep_checkpoints)
-    latest = ckpts.latest_step()
-  if latest is not None:
-    restored = ckpts.restore(state)
-    state = restored["state"]
-    batches.set_state(restored["data"])
-    log(f"resumed from {ckpts.directory} at step {latest}")
-  elif initial is not None:
-    state = initial(state)
-  if workdir is not None:
-    from clu import metric_writers, parameter_overview
-    from datagen import generate
-    writer = metric_writers.create_default_writer(workdir, just_logging=not primary)
-    if latest is None and primary:
-      parameter_overview.log_parameter_overview(state.params.to_pure_dict())
-      writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                            for k, v in generate.flat_config(json.loads(config_json)).items()})
-
   begin = time.perf_counter()
   start_step = int(jax.device_get(state.step))
   done = start_step
-  losses, metrics_host, pending = [], {}, []
-  progress = None
-  if primary and steps is not None:
-    from tqdm import tqdm
-    progress = tqdm(total=steps, initial=start_step, desc=label, unit="step", dynamic_ncols=True)
-  losses_path = os.path.join(workdir, "losses.jsonl") if workdir is not None and primary else None
-  window_start, window_steps = time.perf_counter(), 0
+  record = _Record(workdir, ckpts, writer, label=label, start_step=start_step, steps=steps,
+                   flops_per_step=flops_per_step, log=log)
   compile_s, clock, ahead_refused = 0.0, None, None
-
-  def sync():
-    """Fetches the pending steps' metrics (one transfer), checks them and records them."""
-    nonlocal metrics_host, pending
-    for step_done, m in zip([p[0] for p in pending], jax.device_get([p[1] for p in pending])):
-      m = {k: float(v) for k, v in m.items()}
-      _check_finite(m, step_done, ckpts)
-      losses.append((step_done, m["loss"]))
-      if losses_path:
-        with open(losses_path, "a") as f:
-          f.write(json.dumps({"step": step_done, **{k: v for k, v in m.items() if k != "learning_rate"}}) + "\n")
-      metrics_host = m
-    pending = []
-
   while steps is None or done < steps:
     if clock is not None and budget_s is not None and time.perf_counter() - clock >= budget_s:
       break
     batch = next(batches)
-    given_first = train_step is not None and clock is None  # the first step of a step compiled ahead
-    if train_step is None:
-      train_step = trainer.jit_step(state, batch)
-    if given_first:
-      try:  # a step compiled ahead checks its arguments before it runs (nothing is donated yet)
-        state, metrics = train_step(state, batch)
-      except (TypeError, ValueError) as e:
-        ahead_refused = f"{type(e).__name__}: {str(e)[:300]}"
-        log(f"{label}: the step compiled ahead refused this state or batch ({ahead_refused}); jitting it now")
-        train_step = trainer.jit_step(state, batch)
-        state, metrics = train_step(state, batch)
-    else:
-      state, metrics = train_step(state, batch)
-    done += 1
-    window_steps += 1
     if clock is None:  # the first step compiles: the budget and the speed count from its end
+      train_step, state, metrics, ahead_refused = _first_step(trainer, train_step, state, batch, label, log)
       jax.block_until_ready(metrics["loss"])
       clock = time.perf_counter()
       compile_s = clock - begin
-      window_start, window_steps = clock, 0
-    pending.append((done, metrics))
+      record.restart_window()
+    else:
+      state, metrics = train_step(state, batch)
+      record.window_steps += 1
+    done += 1
+    record.pending.append((done, metrics))
     last = steps is not None and done == steps
     log_now = done % t.log_every == 0 or last
     save_now = ckpts is not None and (done % t.checkpoint_every == 0 or last)
-    if len(pending) >= sync_every or log_now or save_now:
-      sync()
-    if progress is not None:
-      progress.update(1)
-      if metrics_host:
-        postfix = dict(loss=f"{metrics_host['loss']:.4f}")
-        if "curriculum_k" in metrics_host:
-          postfix["k"] = f"{metrics_host['curriculum_k']:.1f}"
-        progress.set_postfix(postfix)
-    elif budget_s is not None and done % 500 == 0 and metrics_host:
-      log(f"{label}: step {done}, loss {np.mean([l for _, l in losses[-25:]]):.4f}")
-    if log_now and writer is not None and window_steps:
-      elapsed = time.perf_counter() - window_start
-      scalars = dict(metrics_host, steps_per_s=window_steps / elapsed)
-      if flops_per_step:
-        scalars["tflops_per_device"] = flops_per_step * window_steps / elapsed / 1e12 / jax.device_count()
-      writer.write_scalars(done, scalars)
-      window_start, window_steps = time.perf_counter(), 0
+    if len(record.pending) >= sync_every or log_now or save_now:
+      record.sync()
+    record.shown(done, budget_s is not None, log_now)
     if save_now:
       ckpts.save(done, state, batches.get_state(), config_json)
     for hook in hooks:
       hook(done, state)
-  sync()
-  if progress is not None:
-    progress.close()
-  if ckpts is not None:
-    ckpts.wait()
-    ckpts.close()
-  if writer is not None:
-    writer.flush()
+  record.close()
   ran = done - start_step
   per_step = (time.perf_counter() - clock) / max(ran - 1, 1) if clock is not None else float("nan")
-  return Result(state, metrics_host, losses, ran, per_step, compile_s, ahead_refused)
+  return Result(state, record.metrics, record.losses, ran, per_step, compile_s, ahead_refused)
