@@ -44,10 +44,13 @@ def controlled_objects(example: dict) -> list[int]:
 
 def load_examples(model_config, split: str, num: int, data_dir: str = "", in_memory: bool = False,
                   generate_missing: bool = False) -> list[dict]:
-  """The first `num` examples of `split` that have a controlled object visible in frame 0, as numpy dicts:
-  read from the model's dataset (which must have been built from the model's data config; a missing one
-  is refused unless `generate_missing`, then generated saying so), or with `in_memory` made by the data
-  engine from the split's seeds (the same scenes, without writing a dataset)."""
+  """The first `num` examples of `split` in seed order that have a controlled object visible in frame 0, as
+  numpy dicts: read from the model's dataset (which must have been built from the model's data config; a
+  missing one is refused unless `generate_missing`, then generated saying so), or with `in_memory` made by the
+  data engine from the split's seeds (the same scenes, without writing a dataset). Both give the same
+  examples in the same order (TFDS stores a split in its own record order, so the records are sorted by
+  their `seed`): a subset, the noise each example gets (`seed + i`) and the sweeps' examples do not depend
+  on where the examples come from."""
   if in_memory:
     from datagen import engine
     examples = []
@@ -67,7 +70,7 @@ def load_examples(model_config, split: str, num: int, data_dir: str = "", in_mem
                          "data engine, or --config.generate_missing=True to generate it there first")
   source = datasets.source(config, split, asker="the model's data config")
   examples = []
-  for i in range(len(source)):
+  for i in sorted(range(len(source)), key=lambda i: int(source[i]["seed"])):
     if len(examples) == num:
       break
     example = {k: np.asarray(v) if not isinstance(v, bytes) else datasets.decode_text(v) for k, v in source[i].items()}

@@ -55,9 +55,10 @@ def _check_finite(metrics: dict, step: int, ckpts) -> None:
                       f"stopping. The state was not updated; last good checkpoint: {where}")
 
 
-def _start(config, trainer: Trainer, batches, workdir: str | None, initial, log):
-  """The state to train from, the checkpoints and metric writer (None without a workdir) and the step
-  resumed from (None: a fresh state, with `initial` applied)."""
+def _start(config, config_json: str, trainer: Trainer, batches, workdir: str | None, initial, log):
+  """(the state to train from, the checkpoints, the metric writer): the latest checkpoint restored (with the
+  iterator's state), else a fresh state with `initial` applied; checkpoints and writer are None without a
+  workdir, and the caller closes them."""
   state = trainer.init(config.seed)
   ckpts, writer, latest = None, None, None
   if workdir is not None:
@@ -79,8 +80,8 @@ def _start(config, trainer: Trainer, batches, workdir: str | None, initial, log)
     if latest is None and primary:
       parameter_overview.log_parameter_overview(state.params.to_pure_dict())
       writer.write_hparams({k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                            for k, v in generate.flat_config(json.loads(config.to_json())).items()})
-  return state, ckpts, writer, latest
+                            for k, v in generate.flat_config(json.loads(config_json)).items()})
+  return state, ckpts, writer
 
 
 def _first_step(trainer: Trainer, train_step, state, batch, label: str, log):
@@ -108,6 +109,7 @@ class _Record:
   the steps since the last write."""
 
   def __init__(self, workdir, ckpts, writer, *, label, start_step, steps, flops_per_step, log):
+    # ckpts: for the finite check's "last good checkpoint"; writer: written to. Both are the caller's to close.
     primary = jax.process_index() == 0
     self.ckpts, self.writer, self.label, self.log, self.flops_per_step = ckpts, writer, label, log, flops_per_step
     self.losses, self.metrics, self.pending = [], {}, []
@@ -121,6 +123,12 @@ class _Record:
   def restart_window(self):
     """The speed counts the steps from now."""
     self.window_start, self.window_steps = time.perf_counter(), 0
+
+  def add(self, step_done: int, metrics, timed: bool = True):
+    """Step `step_done`'s metrics (on the device: fetched at the next sync); `timed`: it counts towards the
+    speed (the first step, which compiles, does not)."""
+    self.pending.append((step_done, metrics))
+    self.window_steps += int(timed)
 
   def sync(self):
     """Fetches the pending steps' metrics (one transfer), checks them and records them."""
@@ -153,15 +161,11 @@ class _Record:
       self.writer.write_scalars(done, scalars)
       self.restart_window()
 
-  def close(self):
+  def finish(self):
+    """Syncs the steps still pending and closes the progress bar."""
     self.sync()
     if self.progress is not None:
       self.progress.close()
-    if self.ckpts is not None:
-      self.ckpts.wait()
-      self.ckpts.close()
-    if self.writer is not None:
-      self.writer.flush()
 
 
 def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
@@ -183,8 +187,8 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
   """
   t = config.train
   steps = None if budget_s is not None else int(t.steps)
-  state, ckpts, writer, _ = _start(config, trainer, batches, workdir, initial, log)
   config_json = config.to_json()
+  state, ckpts, writer = _start(config, config_json, trainer, batches, workdir, initial, log)
   begin = time.perf_counter()
   start_step = int(jax.device_get(state.step))
   done = start_step
@@ -195,7 +199,8 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
     if clock is not None and budget_s is not None and time.perf_counter() - clock >= budget_s:
       break
     batch = next(batches)
-    if clock is None:  # the first step compiles: the budget and the speed count from its end
+    first = clock is None
+    if first:  # the first step compiles: the budget and the speed count from its end
       train_step, state, metrics, ahead_refused = _first_step(trainer, train_step, state, batch, label, log)
       jax.block_until_ready(metrics["loss"])
       clock = time.perf_counter()
@@ -203,9 +208,8 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
       record.restart_window()
     else:
       state, metrics = train_step(state, batch)
-      record.window_steps += 1
     done += 1
-    record.pending.append((done, metrics))
+    record.add(done, metrics, timed=not first)
     last = steps is not None and done == steps
     log_now = done % t.log_every == 0 or last
     save_now = ckpts is not None and (done % t.checkpoint_every == 0 or last)
@@ -216,7 +220,12 @@ def fit(config, trainer: Trainer, batches, workdir: str | None, *, label: str,
       ckpts.save(done, state, batches.get_state(), config_json)
     for hook in hooks:
       hook(done, state)
-  record.close()
+  record.finish()
+  if ckpts is not None:
+    ckpts.wait()
+    ckpts.close()
+  if writer is not None:
+    writer.flush()
   ran = done - start_step
   per_step = (time.perf_counter() - clock) / max(ran - 1, 1) if clock is not None else float("nan")
   return Result(state, record.metrics, record.losses, ran, per_step, compile_s, ahead_refused)
