@@ -78,6 +78,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # The network predicts the change from the first frame ("video": the frame itself; "warp": a displacement
   # at which each pixel reads the first frame, a gate and a residual, dit.VideoDiT, with diffusion.flow_weight).
   m.output = "delta"
+  # Output "warp" only: a second gate mixes in the first frame with the pushed objects painted out
+  # (conditioning.background_plate), so the floor a pushed object uncovers is copied, not painted.
+  m.warp_plate = False
   m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
   m.push_geometry = True  # every frame gets its position along / across the push line and the push speed
   # Every frame gets where the pushed object would be if it slid alone (conditioning.slide_prior), with the

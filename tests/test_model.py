@@ -595,3 +595,29 @@ def test_warp_output_starts_still_and_copies_the_first_frame_at_its_displacement
   for overrides in (dict(head="conv"), dict(prediction="v")):
     with pytest.raises(ValueError, match="model.output"):
       dit.VideoDiT(tiny(output="warp", **overrides).model, rngs=nnx.Rngs(0))
+
+
+def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_stood():
+  """model.warp_plate: x_0 also gets gate x (background plate - first frame). At init a still scene; with only
+  that gate at 1, every frame is the plate (the first frame with the pushed object painted out), and an
+  example without a velocity mask stays the first frame."""
+  cfg = tiny(output="warp", warp_plate=True)
+  assert dit.head_of(cfg.model) == ("linear", dit.WARP_CHANNELS + 1)
+  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+  batch = make_batch(b=2)
+  mask = np.zeros(batch["cond"].velocity_mask.shape, np.float32)
+  mask[0, 0][np.abs(np.asarray(batch["video"][0, 0]) + 0.5).max(-1) > 0.1] = (0.5, 0.0, 0.0)  # the blob, pushed
+  cond = batch["cond"].replace(velocity_mask=jnp.asarray(mask))
+  t = jnp.array([0.5, 0.5])
+  out = model(batch["video"], t, cond)
+  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
+  per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.WARP_CHANNELS + 1), np.float32)
+  per_pixel[:, 6] = 1.0
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  out = np.asarray(model(jax.random.normal(jax.random.key(3), batch["video"].shape), t, cond))
+  plate = np.asarray(conditioning.background_plate(cond.velocity_mask[:, 0], cond.first_frame))
+  np.testing.assert_allclose(out, np.broadcast_to(plate[:, None], out.shape), atol=1e-6)
+  assert np.abs(plate[0] - np.asarray(cond.first_frame[0])).max() > 0.1  # the plate differs where it stood
+  np.testing.assert_allclose(out[1], np.broadcast_to(cond.first_frame[1], out[1].shape), atol=1e-6)
+  with pytest.raises(ValueError, match="model.warp_plate"):
+    dit.VideoDiT(tiny(warp_plate=True).model, rngs=nnx.Rngs(0))

@@ -149,6 +149,40 @@ def slide_prior(mask0: Array, first_frame: Array, num_frames: int, widths_per_fr
   return jax.vmap(per_frame)(content, shift[..., 0], shift[..., 1])
 
 
+def _box3(x: Array) -> Array:
+  """Sum over each pixel's 3 x 3 neighbourhood of x [B,H,W,C] (zero outside the image)."""
+  h, w = x.shape[1:3]
+  p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return sum(p[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+
+
+def background_plate(mask0: Array, first_frame: Array, iterations: int | None = None) -> Array:
+  """The first frame [B,H,W,3] with the pushed objects painted out: [B,H,W,3], the floor (or wall) that a
+  pushed object uncovers when it moves away.
+
+  The hole is frame 0's pushed silhouette (from its velocity mask [B,H,W,3]) grown by one pixel (edge pixels
+  mix the object's colour); it is filled from its rim inwards, each step giving the hole pixels that touch
+  the filled region the mean of their filled 3 x 3 neighbours, for `iterations` steps (default: a quarter of
+  the larger image side, enough for any object of the data). Pixels still unfilled after that, and every
+  pixel outside the hole, keep the first frame's colour; with no mask given the plate is the first frame."""
+  b, h, w, _ = mask0.shape
+  pushed, _, _ = _pushed(mask0)
+  hole = _box3(pushed[..., None]) > 0  # [B,H,W,1]
+  known = (~hole).astype(jnp.float32)
+  first = first_frame.astype(jnp.float32)
+  steps = max(h, w) // 4 if iterations is None else int(iterations)
+
+  def grow(_, state):
+    image, known = state
+    total, count = _box3(image * known), _box3(known)
+    reached = (known == 0) & (count > 0)
+    image = jnp.where(reached, total / jnp.maximum(count, 1.0), image)
+    return image, jnp.maximum(known, reached.astype(jnp.float32))
+
+  image, known = jax.lax.fori_loop(0, steps, grow, (first * known, known))
+  return jnp.where(known > 0, image, first)
+
+
 def push_geometry(mask0: Array) -> Array:
   """Where each pixel lies relative to the push, from frame 0's velocity mask [B,H,W,3]: [B,H,W,3] with the
   coordinate along and across the image-plane line through the masked pixels' centroid in the direction of

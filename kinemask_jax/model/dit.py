@@ -114,7 +114,8 @@ class DiTBlock(nnx.Module):
     return shd.constrain(x, (shd.BATCH, shd.LENGTH, shd.EMBED))
 
 
-# output "warp": per pixel, the displacement (dx, dy) in units of WARP_PIXELS, a gate and a residual RGB.
+# output "warp": per pixel, the displacement (dx, dy) in units of WARP_PIXELS, a gate and a residual RGB
+# (then, with model.warp_plate, a second gate: the background plate's).
 WARP_CHANNELS = 2 + 1 + 3
 WARP_PIXELS = 8.0  # pixels of displacement per unit of the head's output (tiny objects move up to ~20 px)
 
@@ -125,7 +126,9 @@ def head_of(cfg) -> tuple[str, int]:
   head = cfg.get("head", "linear")
   if head != "linear":
     return head, int(cfg.get("head_channels", 16))
-  return head, WARP_CHANNELS if cfg.output == "warp" else 3
+  if cfg.output == "warp":
+    return head, WARP_CHANNELS + (1 if cfg.get("warp_plate", False) else 0)
+  return head, 3
 
 
 def warp(image: Array, flow: Array) -> Array:
@@ -170,6 +173,8 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
           f"{cfg.output!r} (x_0 built from the first frame) needs model.prediction='x'")
   require(cfg.output != "warp" or cfg.get("head", "linear") == "linear", "output",
           f"'warp' needs model.head='linear', got {cfg.get('head')!r}")
+  require(not cfg.get("warp_plate", False) or cfg.output == "warp", "warp_plate",
+          f"gates the background plate into the warp output, so it needs model.output='warp', got {cfg.output!r}")
   for field in ("width", "depth", "heads", "time_features"):
     require(int(cfg[field]) >= 1, field, f"must be >= 1, got {cfg[field]!r}")
   require(cfg.width % cfg.heads == 0, "heads", f"must divide model.width={cfg.width}, got {cfg.heads}")
@@ -193,6 +198,7 @@ class VideoDiT(nnx.Module):
     n_control = control_blocks(cfg)
     self.first_frame = cfg.first_frame
     self.output = cfg.output
+    self.warp_plate = bool(cfg.get("warp_plate", False))
     self.mask0_all = bool(cfg.mask0_all)
     self.push_geometry = bool(cfg.push_geometry)
     self.slide = ((float(cfg.slide_widths_per_frame), float(cfg.slide_decel)) if cfg.get("slide_prior", False)
@@ -298,7 +304,13 @@ class VideoDiT(nnx.Module):
       # object is copied whole from frame 0 instead of drawn pixel by pixel. All zero at initialisation (a
       # still scene); the flow loss (diffusion.loss) teaches the displacement, which opens the gate.
       flow = y[..., :2] * WARP_PIXELS
-      y = first[:, None] + y[..., 3:] + y[..., 2:3] * (warp(first, flow) - first[:, None])
+      out = first[:, None] + y[..., 3:6] + y[..., 2:3] * (warp(first, flow) - first[:, None])
+      if self.warp_plate:
+        # + gate x (background plate - first frame): nonzero only where a pushed object stands in frame 0, so
+        # the floor it uncovers is copied, not painted (zero at initialisation like the other gate).
+        plate = conditioning.background_plate(cond.velocity_mask[:, 0], first)
+        out = out + y[..., 6:7] * (plate - first)[:, None]
+      y = out
       return (y, flow) if return_flow else y
     if self.output == "delta":
       y = y + first[:, None]
