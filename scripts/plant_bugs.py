@@ -131,6 +131,14 @@ BUGS = [
      "(~object_now_or_in_frame_0(ids))", "(ids == 0)", "tests/test_conditioning.py -k flow"),
     ("the batch ignores flow_background_weight", "kinemask_jax/training/curriculum.py",
      "config.diffusion.get(\"flow_background_weight\", 0.0))", "0.0)", "tests/test_conditioning.py -k flow"),
+    # The warp output's background plate (kinemask_jax/model/conditioning.py, dit.py).
+    ("plate hole not grown by a pixel", "kinemask_jax/model/conditioning.py",
+     "hole = _box3(pushed[..., None]) > 0", "hole = pushed[..., None] > 0", "tests/test_conditioning.py -k plate"),
+    ("plate fill divides by 9, not by the filled neighbours", "kinemask_jax/model/conditioning.py",
+     "image = jnp.where(reached, total / jnp.maximum(count, 1.0), image)",
+     "image = jnp.where(reached, total / 9.0, image)", "tests/test_conditioning.py -k plate"),
+    ("plate gate reads the warp gate", "kinemask_jax/model/dit.py", "out = out + y[..., 6:7] * (plate - first)[:, None]",
+     "out = out + y[..., 2:3] * (plate - first)[:, None]", "tests/test_model.py -k warp_plate"),
     # The data engine's pipeline (datagen/engine.py).
     ("the next batch simulates only after this one's examples", "datagen/engine.py",
      "      if more:\n        running = simulation.submit(simulate_next, prepared[i + 1])\n"

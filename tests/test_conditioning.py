@@ -102,6 +102,7 @@ def test_background_plate_paints_the_pushed_object_out_with_the_floor_around_it(
   first[..., 0] = np.linspace(-0.5, 0.5, 16)[None, None, :]  # a floor whose red grows to the right
   first[:, :, :, 1] = 0.2
   first[:, 5:9, 6:10] = (0.9, -0.9, 0.7)  # the object, pushed in example 0 only
+  first[:, 4, 6:10] = (0.5, -0.35, 0.35)  # a rim row outside its silhouette, half its colour (an edge pixel)
   first[:, 1:3, 12:14] = (-0.8, 0.8, 0.0)  # another object, never pushed
   mask0 = np.zeros((2, 16, 16, 3), np.float32)
   mask0[0, 5:9, 6:10] = (0.4, 0.0, 0.1)
@@ -110,7 +111,7 @@ def test_background_plate_paints_the_pushed_object_out_with_the_floor_around_it(
   hole[4:10, 5:11] = True  # the silhouette grown by a pixel
   np.testing.assert_array_equal(plate[0][~hole], first[0][~hole])  # outside the hole: the first frame
   np.testing.assert_array_equal(plate[1], first[1])  # no mask given: the first frame
-  inside = plate[0, 5:9, 6:10]
+  inside = plate[0, 4:9, 6:10]  # the silhouette and its rim
   np.testing.assert_allclose(inside[..., 1], 0.2, atol=1e-6)  # the floor's green, none of the object's
   assert np.all(np.abs(inside[..., 0] - first[0, 0, 6:10, 0]) < 0.15)  # the floor's red there, within 2 px of it
   assert np.all(np.abs(inside[..., 2]) < 1e-6)
