@@ -165,7 +165,7 @@ def background_plate(mask0: Array, first_frame: Array, iterations: int | None = 
   the filled region the mean of their filled 3 x 3 neighbours, for `iterations` steps (default: a quarter of
   the larger image side, enough for any object of the data). Pixels still unfilled after that, and every
   pixel outside the hole, keep the first frame's colour; with no mask given the plate is the first frame."""
-  b, h, w, _ = mask0.shape
+  h, w = mask0.shape[1:3]
   pushed, _, _ = _pushed(mask0)
   hole = _box3(pushed[..., None]) > 0  # [B,H,W,1]
   known = (~hole).astype(jnp.float32)
