@@ -81,6 +81,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Output "warp" only: a second gate mixes in the first frame with the pushed objects painted out
   # (conditioning.background_plate), so the floor a pushed object uncovers is copied, not painted.
   m.warp_plate = False
+  # The clean-video prediction is mixed per pixel with the noisy input, by how unsure the network says it is
+  # there (dit.denoise_skip: EDM's skip connection with a learned scale), so low-noise steps keep what x_t shows.
+  m.denoise_skip = False
   m.mask0_all = True  # frame 0's velocity mask concatenated to every frame's input
   m.push_geometry = True  # every frame gets its position along / across the push line and the push speed
   # Every frame gets where the pushed object would be if it slid alone (conditioning.slide_prior), with the

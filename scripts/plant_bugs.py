@@ -139,6 +139,15 @@ BUGS = [
      "image = jnp.where(reached, total / 9.0, image)", "tests/test_conditioning.py -k plate"),
     ("plate gate reads the warp gate", "kinemask_jax/model/dit.py", "out = out + y[..., 6:7] * (plate - first)[:, None]",
      "out = out + y[..., 2:3] * (plate - first)[:, None]", "tests/test_model.py -k warp_plate"),
+    # The denoising skip (kinemask_jax/model/dit.py).
+    ("skip reads x_t without undoing its (1 - t) scale", "kinemask_jax/model/dit.py",
+     "s2 * (1 - tb) * (x_t - (1 - tb) * prediction)", "s2 * (1 - tb) * (x_t - prediction)",
+     "tests/test_model.py -k denoise_skip"),
+    ("skip scale channel taken from the residual", "kinemask_jax/model/dit.py",
+     "y, log_scale = y[..., :-1], y[..., -1:]", "y, log_scale = y[..., :-1], y[..., 3:4]",
+     "tests/test_model.py -k denoise_skip"),
+    ("skip left out of the warp output", "kinemask_jax/model/dit.py", "      y = skip(out)\n", "      y = out\n",
+     "tests/test_model.py -k denoise_skip"),
     # The data engine's pipeline (datagen/engine.py).
     ("the next batch simulates only after this one's examples", "datagen/engine.py",
      "      if more:\n        running = simulation.submit(simulate_next, prepared[i + 1])\n"

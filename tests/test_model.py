@@ -621,3 +621,46 @@ def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_sto
   np.testing.assert_allclose(out[1], np.broadcast_to(cond.first_frame[1], out[1].shape), atol=1e-6)
   with pytest.raises(ValueError, match="model.warp_plate"):
     dit.VideoDiT(tiny(warp_plate=True).model, rngs=nnx.Rngs(0))
+
+
+def test_denoise_skip_is_the_inverse_variance_mean_of_the_prediction_and_the_noisy_video():
+  """dit.denoise_skip reads P (scale s) and x_t / (1 - t) (scale t / (1 - t)) as two measurements of x_0: their
+  inverse-variance mean, P at t = 1, x_t at t = 0, and nearer x_t where P says it is less sure."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  p, x_t = (jax.random.normal(k, (2, 3, 4, 4, 3)) for k in keys[:2])
+  log_scale = jax.random.normal(keys[2], (2, 3, 4, 4, 1))
+  t = jnp.array([0.3, 0.7])
+  out = np.asarray(dit.denoise_skip(p, x_t, t, log_scale))
+  s2 = np.square(dit.SKIP_SCALE * np.exp(np.asarray(log_scale)))
+  tb = np.asarray(t)[:, None, None, None, None]
+  r2 = np.square(tb / (1 - tb))
+  expected = (np.asarray(p) / s2 + np.asarray(x_t) / (1 - tb) / r2) / (1 / s2 + 1 / r2)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(dit.denoise_skip(p, x_t, jnp.ones(2), log_scale), p, atol=1e-6)
+  np.testing.assert_allclose(dit.denoise_skip(p, x_t, jnp.zeros(2), log_scale), x_t, atol=1e-5)
+  unsure = np.asarray(dit.denoise_skip(p, x_t, t, log_scale + 1.0))
+  assert np.all(np.abs(unsure - np.asarray(x_t) / (1 - tb)) <= np.abs(out - np.asarray(x_t) / (1 - tb)) + 1e-6)
+
+
+def test_denoise_skip_model_keeps_what_the_noisy_video_shows_at_low_noise():
+  """model.denoise_skip: one more head channel (the log scale); at init the warp model's prediction is the
+  still scene at t = 1 and the noisy video itself as t -> 0, and its scale channel moves it between them.
+  A config that cannot take it (prediction "v") is refused naming the field."""
+  cfg = tiny(output="warp", denoise_skip=True)
+  assert dit.head_of(cfg.model) == ("linear", dit.WARP_CHANNELS + 1)
+  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+  batch = make_batch(b=2)
+  cond = batch["cond"]
+  x_t = diffusion.with_given_frame(jax.random.normal(jax.random.key(3), batch["video"].shape), cond)
+  still = np.broadcast_to(np.asarray(cond.first_frame)[:, None], x_t.shape)
+  np.testing.assert_allclose(model(x_t, jnp.ones(2), cond), still, atol=1e-6)
+  np.testing.assert_allclose(model(x_t, jnp.full((2,), 1e-4), cond), x_t, atol=1e-2)
+  mid = np.asarray(model(x_t, jnp.full((2,), 0.3), cond))
+  per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.WARP_CHANNELS + 1), np.float32)
+  per_pixel[:, -1] = 3.0  # s = 0.1 e^3: much less sure of P
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  unsure = np.asarray(model(x_t, jnp.full((2,), 0.3), cond))
+  target = np.asarray(x_t) / 0.7
+  assert np.abs(unsure - target)[:, 1:].mean() < 0.2 * np.abs(mid - target)[:, 1:].mean()
+  with pytest.raises(ValueError, match="model.denoise_skip"):
+    dit.VideoDiT(tiny(denoise_skip=True, prediction="v", output="video").model, rngs=nnx.Rngs(0))

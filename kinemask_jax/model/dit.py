@@ -25,6 +25,10 @@ How conditioning enters (kinemask_jax/model/conditioning.py builds the Condition
 - Self-conditioning (`self_condition`): a previous clean-video estimate `x0_prev` [B,T,H,W,3] is concatenated
   to every frame's input (zeros: none; kinemask_jax/model/diffusion.py decides what is passed).
 
+- Denoising skip (`denoise_skip`, output "video", "delta" or "warp"): the clean video is the inverse-variance
+  mean of the network's own and the noisy input x_t / (1 - t), by a per-pixel scale the head writes
+  (`denoise_skip` below), so what x_t shows at low noise is kept without passing through the patches.
+
 Attention is full spatio-temporal, or with `attention="factorised"` alternates between spatial (within a
 frame patch) and temporal (across frame patches at one spatial position) from block to block.
 """
@@ -118,17 +122,36 @@ class DiTBlock(nnx.Module):
 # (then, with model.warp_plate, a second gate: the background plate's).
 WARP_CHANNELS = 2 + 1 + 3
 WARP_PIXELS = 8.0  # pixels of displacement per unit of the head's output (tiny objects move up to ~20 px)
+# model.denoise_skip: the prediction's uncertainty per pixel is SKIP_SCALE x exp(the head's last channel), so
+# SKIP_SCALE at initialisation (the head starts at zero).
+SKIP_SCALE = 0.1
+
+
+def denoise_skip(prediction: Array, x_t: Array, t: Array, log_scale: Array) -> Array:
+  """The clean video from the network's `prediction` P [B,T,H,W,3] and the noisy video x_t at flow times t
+  [B] (x_t = (1 - t) x_0 + t noise), read as two measurements of x_0 (EDM's skip connection, per pixel):
+  P with error scale s = SKIP_SCALE exp(log_scale) [B,T,H,W,1] and x_t / (1 - t) with noise scale t / (1 - t).
+  Their inverse-variance mean is P + k (x_t / (1 - t) - P) with k = s^2 / (s^2 + (t / (1 - t))^2), written
+  without the division by 1 - t: P at t = 1, x_t at t = 0, and in between as much of x_t as P's scale says.
+  So the network need not carry every noisy pixel through its patches to reproduce what x_t already shows at
+  low noise, and where it is unsure (a moving object) it says so by a larger s."""
+  tb = t.astype(jnp.float32)[:, None, None, None, None]
+  s2 = jnp.square(SKIP_SCALE * jnp.exp(log_scale))
+  return prediction + s2 * (1 - tb) * (x_t - (1 - tb) * prediction) / (s2 * jnp.square(1 - tb) + jnp.square(tb)
+                                                                       + 1e-12)
 
 
 def head_of(cfg) -> tuple[str, int]:
-  """(model.head, features per pixel the tokens write: 3 for "linear" (WARP_CHANNELS with output "warp"),
-  model.head_channels for "conv"); a config stored before the head existed reads as "linear"."""
+  """(model.head, features per pixel the tokens write: 3 for "linear" (WARP_CHANNELS with output "warp"), one
+  more with model.denoise_skip (its last), model.head_channels for "conv"); a config stored before the head
+  existed reads as "linear"."""
   head = cfg.get("head", "linear")
   if head != "linear":
     return head, int(cfg.get("head_channels", 16))
+  skip = 1 if cfg.get("denoise_skip", False) else 0
   if cfg.output == "warp":
-    return head, WARP_CHANNELS + (1 if cfg.get("warp_plate", False) else 0)
-  return head, 3
+    return head, WARP_CHANNELS + (1 if cfg.get("warp_plate", False) else 0) + skip
+  return head, 3 + skip
 
 
 def warp(image: Array, flow: Array) -> Array:
@@ -175,6 +198,9 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
           f"'warp' needs model.head='linear', got {cfg.get('head')!r}")
   require(not cfg.get("warp_plate", False) or cfg.output == "warp", "warp_plate",
           f"gates the background plate into the warp output, so it needs model.output='warp', got {cfg.output!r}")
+  require(not cfg.get("denoise_skip", False) or (cfg.prediction == "x" and cfg.get("head", "linear") == "linear"),
+          "denoise_skip", "mixes the noisy video into a clean-video prediction written by the linear head, so it "
+          f"needs model.prediction='x' and model.head='linear', got {cfg.prediction!r} and {cfg.get('head')!r}")
   for field in ("width", "depth", "heads", "time_features"):
     require(int(cfg[field]) >= 1, field, f"must be >= 1, got {cfg[field]!r}")
   require(cfg.width % cfg.heads == 0, "heads", f"must divide model.width={cfg.width}, got {cfg.heads}")
@@ -199,6 +225,7 @@ class VideoDiT(nnx.Module):
     self.first_frame = cfg.first_frame
     self.output = cfg.output
     self.warp_plate = bool(cfg.get("warp_plate", False))
+    self.denoise_skip = bool(cfg.get("denoise_skip", False))
     self.mask0_all = bool(cfg.mask0_all)
     self.push_geometry = bool(cfg.push_geometry)
     self.slide = ((float(cfg.slide_widths_per_frame), float(cfg.slide_decel)) if cfg.get("slide_prior", False)
@@ -299,6 +326,11 @@ class VideoDiT(nnx.Module):
       y = self.head_convs[1](jax.nn.silu(self.head_convs[0](y)))
     y = y.astype(jnp.float32)
     first = cond.first_frame.astype(jnp.float32)
+    if self.denoise_skip:
+      y, log_scale = y[..., :-1], y[..., -1:]
+      skip = lambda clean: denoise_skip(clean, x_t.astype(jnp.float32), t, log_scale)
+    else:
+      skip = lambda clean: clean
     if self.output == "warp":
       # x_0 = first frame + residual + gate x (first frame read at the displacement - first frame): a moved
       # object is copied whole from frame 0 instead of drawn pixel by pixel. All zero at initialisation (a
@@ -310,11 +342,11 @@ class VideoDiT(nnx.Module):
         # the floor it uncovers is copied, not painted (zero at initialisation like the other gate).
         plate = conditioning.background_plate(cond.velocity_mask[:, 0], first)
         out = out + y[..., 6:7] * (plate - first)[:, None]
-      y = out
+      y = skip(out)
       return (y, flow) if return_flow else y
     if self.output == "delta":
       y = y + first[:, None]
-    return y
+    return skip(y)
 
 
 def trainable_filter(cfg):
