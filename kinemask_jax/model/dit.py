@@ -24,7 +24,6 @@ How conditioning enters (kinemask_jax/model/conditioning.py builds the Condition
   plus the timestep embedding drive adaLN-zero modulation.
 - Self-conditioning (`self_condition`): a previous clean-video estimate `x0_prev` [B,T,H,W,3] is concatenated
   to every frame's input (zeros: none; kinemask_jax/model/diffusion.py decides what is passed).
-
 - Denoising skip (`denoise_skip`, output "video", "delta" or "warp"): the clean video is the inverse-variance
   mean of the network's own and the noisy input x_t / (1 - t), by a per-pixel scale the head writes
   (`denoise_skip` below), so what x_t shows at low noise is kept without passing through the patches.
