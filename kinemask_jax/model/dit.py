@@ -325,11 +325,10 @@ class VideoDiT(nnx.Module):
       y = self.head_convs[1](jax.nn.silu(self.head_convs[0](y)))
     y = y.astype(jnp.float32)
     first = cond.first_frame.astype(jnp.float32)
+    log_scale = None
     if self.denoise_skip:
       y, log_scale = y[..., :-1], y[..., -1:]
-      skip = lambda clean: denoise_skip(clean, x_t.astype(jnp.float32), t, log_scale)
-    else:
-      skip = lambda clean: clean
+    flow = None
     if self.output == "warp":
       # x_0 = first frame + residual + gate x (first frame read at the displacement - first frame): a moved
       # object is copied whole from frame 0 instead of drawn pixel by pixel. All zero at initialisation (a
@@ -341,11 +340,12 @@ class VideoDiT(nnx.Module):
         # the floor it uncovers is copied, not painted (zero at initialisation like the other gate).
         plate = conditioning.background_plate(cond.velocity_mask[:, 0], first)
         out = out + y[..., 6:7] * (plate - first)[:, None]
-      y = skip(out)
-      return (y, flow) if return_flow else y
-    if self.output == "delta":
+      y = out
+    elif self.output == "delta":
       y = y + first[:, None]
-    return skip(y)
+    if log_scale is not None:
+      y = denoise_skip(y, x_t.astype(jnp.float32), t, log_scale)
+    return (y, flow) if return_flow else y
 
 
 def trainable_filter(cfg):
