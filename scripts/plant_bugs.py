@@ -131,6 +131,11 @@ BUGS = [
      "(~object_now_or_in_frame_0(ids))", "(ids == 0)", "tests/test_conditioning.py -k flow"),
     ("the batch ignores flow_background_weight", "kinemask_jax/training/curriculum.py",
      "config.diffusion.get(\"flow_background_weight\", 0.0))", "0.0)", "tests/test_conditioning.py -k flow"),
+    ("abs flow loss is the squared error", "kinemask_jax/model/diffusion.py",
+     "return (jnp.sqrt(sq + FLOW_ABS_EPS ** 2) - FLOW_ABS_EPS) * weight", "return sq * weight",
+     "tests/test_conditioning.py -k abs_flow"),
+    ("the video task ignores diffusion.flow_loss", "kinemask_jax/training/video.py",
+     "d.get(\"flow_loss\", \"squared\"))", "\"squared\")", "tests/test_conditioning.py -k abs_flow"),
     # The warp output's background plate (kinemask_jax/model/conditioning.py, dit.py).
     ("plate hole not grown by a pixel", "kinemask_jax/model/conditioning.py",
      "hole = _box3(pushed[..., None]) > 0", "hole = pushed[..., None] > 0", "tests/test_conditioning.py -k plate"),

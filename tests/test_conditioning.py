@@ -249,3 +249,52 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
   _, parts = video.task(config, prepare=False).loss(VideoDiT(config.model, rngs=nnx.Rngs(0)), batch,
                                                     jax.random.key(2))
   assert float(parts["flow_error"]) > 0.1  # the moving objects' displacement, not yet learned
+
+
+def test_the_abs_flow_loss_leaves_a_rarely_hit_object_still(tiny_examples):
+  """diffusion.flow_loss "abs": the penalty is the error vector's length (smoothed by FLOW_ABS_EPS), so over
+  examples the network cannot tell apart, one displacement minimises it at their median where "squared" gives
+  their mean: an object hit in 1 case of 4 (3 px) gets 0 (up to the smoothing), not 0.75 px. diffusion.loss and the video task
+  use it; an unknown kind is refused."""
+  target = jnp.zeros((4, 2, 1, 1, 2)).at[0, :, 0, 0, 0].set(3.0)  # 4 examples, a pixel hit only in the first
+  weight = jnp.ones((4, 2, 1, 1))
+  grid = np.linspace(-1.0, 4.0, 501)
+  for kind, best in (("squared", 0.75), ("abs", 0.0)):
+    cost = [float(jnp.mean(diffusion.flow_penalty(jnp.zeros_like(target).at[..., 0].set(d), target, weight, kind)))
+            for d in grid]
+    np.testing.assert_allclose(grid[int(np.argmin(cost))], best, atol=0.05)  # the smoothing: 0.035 px off
+  d = np.float32(3.0 / dit.WARP_PIXELS)  # 3 px in units of WARP_PIXELS
+  one = diffusion.flow_penalty(jnp.zeros((1, 1, 1, 1, 2)), jnp.full((1, 1, 1, 1, 2), 3.0 / np.sqrt(2)),
+                               jnp.full((1, 1, 1, 1), 2.0), "abs")
+  eps = diffusion.FLOW_ABS_EPS
+  np.testing.assert_allclose(float(one.squeeze()), 2.0 * (np.sqrt(d * d + eps * eps) - eps), rtol=1e-5)
+  with pytest.raises(ValueError, match="flow_loss"):
+    diffusion.flow_penalty(target, target, weight, "cubic")
+
+  cfg = model_configs.get_config("tiny").model
+  cfg.output = "warp"
+  model = VideoDiT(cfg, rngs=nnx.Rngs(0))  # zero-initialised: displacement 0 everywhere
+  clip, cond = _still_video()
+  ids = np.zeros((2, 4, 8, 8), np.uint8)
+  ids[:, 1:, 2, 3] = 1
+  ids[:, 0, 2, 0] = 1  # 3 px right by frame 1, as in the squared test above
+  flow = diffusion.object_flow(jnp.asarray(ids), 2)
+  rng = jax.random.key(1)
+  plain, _ = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean")
+  total, parts = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean", flow=flow, flow_weight=2.0,
+                                flow_loss="abs")
+  np.testing.assert_allclose(float(parts["flow_error"]), 3.0, rtol=1e-6)
+  expected = 2.0 * (np.sqrt(d * d + eps * eps) - eps) * (2 * 3) / (2 * 3 * 8 * 8)
+  np.testing.assert_allclose(float(total) - float(plain), expected, rtol=1e-5)
+  with pytest.raises(ValueError, match="flow_loss"):
+    diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean", flow=flow, flow_loss="l1")
+
+  config = train_configs.get_config("tiny", stage=1)
+  raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
+  batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  net = VideoDiT(config.model, rngs=nnx.Rngs(0))
+  losses = {}
+  for kind in diffusion.FLOW_LOSSES:
+    config.diffusion.flow_loss = kind
+    losses[kind] = float(video.task(config, prepare=False).loss(net, batch, jax.random.key(2))[0])
+  assert losses["abs"] > losses["squared"]  # errors under 8 px cost more as lengths than as squares

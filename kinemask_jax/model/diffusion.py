@@ -94,11 +94,17 @@ def sample_times(rng: Array, batch: int, mean: float, std: float) -> Array:
 
 
 LOSS_WEIGHTINGS = ("velocity", "clean")
+# The displacement loss of output "warp" (`loss`): "squared" error (its minimiser under doubt is the mean
+# displacement) or "abs", the length of the error vector (the spatial median: an object that is hit in fewer
+# than half of the cases the network cannot tell apart gets displacement 0, not a fraction of the hit's).
+FLOW_LOSSES = ("squared", "abs")
+FLOW_ABS_EPS = 0.1 / WARP_PIXELS  # "abs" is sqrt(e^2 + eps^2) - eps: smooth at 0, linear beyond 0.1 px
 
 
 def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_std: float,
          weighting: str = "velocity", pixel_weight: Array | None = None,
-         flow: tuple[Array, Array] | None = None, flow_weight: float = 1.0) -> tuple[Array, dict]:
+         flow: tuple[Array, Array] | None = None, flow_weight: float = 1.0,
+         flow_loss: str = "squared") -> tuple[Array, dict]:
   """(loss, parts): the mean squared error of the predicted flow velocity over frames 1..T-1; x0 [B,T,H,W,3]
   in [-1, 1].
 
@@ -107,11 +113,14 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
   instead of the low-noise steps (weight 1 / t^2 on the clean error) dominating. pixel_weight (broadcast
   against [B,T,H,W,3], e.g. [B,T,H,W,1]): each pixel's error times it (`object_pixel_weight`).
   flow (a model with output "warp"): (target [B,T,H,W,2] pixels, weight [B,T,H,W]) from `object_flow`; adds
-  flow_weight x the weighted mean squared error of the model's displacement (in units of its WARP_PIXELS)
-  over frames 1..T-1. parts: "flow_error", the displacement's RMS error in pixels on weighted pixels.
+  flow_weight x the weighted mean error of the model's displacement (in units of its WARP_PIXELS) over frames
+  1..T-1: squared, or with flow_loss "abs" the error vector's length (FLOW_LOSSES). parts: "flow_error", the
+  displacement's RMS error in pixels on weighted pixels.
   """
   if weighting not in LOSS_WEIGHTINGS:
     raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+  if flow_loss not in FLOW_LOSSES:
+    raise ValueError(f"diffusion.flow_loss must be one of {FLOW_LOSSES}, got {flow_loss!r}")
   rng_t, rng_n, rng_s = jax.random.split(rng, 3)
   t = sample_times(rng_t, x0.shape[0], time_mean, time_std)
   noise = jax.random.normal(rng_n, x0.shape, jnp.float32)
@@ -130,8 +139,19 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
     return total, {}
   target, weight = flow
   sq = (jnp.square(predicted_flow - target).sum(-1) * weight)[:, 1:]
-  total = total + flow_weight * jnp.mean(sq) / WARP_PIXELS ** 2
+  total = total + flow_weight * jnp.mean(flow_penalty(predicted_flow, target, weight, flow_loss)[:, 1:])
   return total, dict(flow_error=jnp.sqrt(jnp.sum(sq) / jnp.maximum(jnp.sum(weight[:, 1:]), 1.0)))
+
+
+def flow_penalty(predicted: Array, target: Array, weight: Array, kind: str = "squared") -> Array:
+  """Per pixel [B,T,H,W]: weight x the displacement error (predicted - target [B,T,H,W,2], pixels) in units
+  of WARP_PIXELS, squared ("squared") or its length, smoothed at 0 by FLOW_ABS_EPS ("abs")."""
+  sq = jnp.square(predicted - target).sum(-1) / WARP_PIXELS ** 2
+  if kind == "squared":
+    return sq * weight
+  if kind == "abs":
+    return (jnp.sqrt(sq + FLOW_ABS_EPS ** 2) - FLOW_ABS_EPS) * weight
+  raise ValueError(f"diffusion.flow_loss must be one of {FLOW_LOSSES}, got {kind!r}")
 
 
 def object_flow(instance_ids: Array, num_objects: int,

@@ -38,7 +38,8 @@ def task(config, prepare: bool = True) -> Task:
 
   def loss(model, batch, rng):
     return diffusion.loss(model, batch["video"], batch["cond"], rng, d.time_mean, d.time_std, d.loss_weighting,
-                          batch.get("pixel_weight"), batch.get("flow"), d.get("flow_weight", 1.0))
+                          batch.get("pixel_weight"), batch.get("flow"), d.get("flow_weight", 1.0),
+                          d.get("flow_loss", "squared"))
   return Task(build=functools.partial(model_lib.build, config.model), loss=loss,
               trainable=model_lib.trainable_filter(config.model),
               prepare=functools.partial(curriculum.model_batch, config=config) if prepare else None)
@@ -142,6 +143,8 @@ def validate_config(config) -> None:
           f"must be one of {diffusion.LOSS_WEIGHTINGS}, got {f.loss_weighting!r}")
   require(f.get("object_weight", 0.0) >= 0, "diffusion.object_weight", f"must be >= 0, got {f.get('object_weight')!r}")
   require(f.get("flow_weight", 1.0) >= 0, "diffusion.flow_weight", f"must be >= 0, got {f.get('flow_weight')!r}")
+  require(f.get("flow_loss", "squared") in diffusion.FLOW_LOSSES, "diffusion.flow_loss",
+          f"must be one of {diffusion.FLOW_LOSSES}, got {f.get('flow_loss')!r}")
   require(f.get("flow_background_weight", 0.0) >= 0, "diffusion.flow_background_weight",
           f"must be >= 0, got {f.get('flow_background_weight')!r}")
   require(f.sampler in ("euler", "heun"), "diffusion.sampler", f"must be 'euler' or 'heun', got {f.sampler!r}")
