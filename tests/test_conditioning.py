@@ -209,18 +209,25 @@ def test_object_flow_points_each_object_pixel_back_to_where_it_was_in_frame_0():
   assert weight_b[0, 1, 1, 1] == 0 and weight_b[0, 2, 4, 2] == 0 and weight_b[0, 1, 0, 0] == 0.25
 
 
+def _warp_model_and_one_moved_pixel():
+  """(a zero-initialised warp-output tiny model: displacement 0 everywhere, a still 2 x 4 x 8 x 8 video and
+  its condition, the flow target of object 1, one pixel moved 3 px right by frame 1: that pixel in frames 1-3
+  points 3 px left)."""
+  cfg = model_configs.get_config("tiny").model
+  cfg.output = "warp"
+  model = VideoDiT(cfg, rngs=nnx.Rngs(0))
+  clip, cond = _still_video()
+  ids = np.zeros((2, 4, 8, 8), np.uint8)
+  ids[:, 1:, 2, 3] = 1
+  ids[:, 0, 2, 0] = 1
+  return model, clip, cond, diffusion.object_flow(jnp.asarray(ids), 2)
+
+
 def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples):
   """A warp-output model's loss adds flow_weight x the mean squared displacement error (in WARP_PIXELS units)
   on weighted pixels, reports its RMS in pixels, and leaves the denoising part as it was; the training batch
   carries the target only for output "warp", and the video task passes it."""
-  cfg = model_configs.get_config("tiny").model
-  cfg.output = "warp"
-  model = VideoDiT(cfg, rngs=nnx.Rngs(0))  # zero-initialised: displacement 0 everywhere
-  clip, cond = _still_video()
-  ids = np.zeros((2, 4, 8, 8), np.uint8)
-  ids[:, 1:, 2, 3] = 1
-  ids[:, 0, 2, 0] = 1  # object 1 moved 3 px right by frame 1: its pixel in frames 1-3 points 3 px left
-  flow = diffusion.object_flow(jnp.asarray(ids), 2)
+  model, clip, cond, flow = _warp_model_and_one_moved_pixel()
   rng = jax.random.key(1)
   plain, parts = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean")
   assert parts == {}
@@ -254,8 +261,8 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
 def test_the_abs_flow_loss_leaves_a_rarely_hit_object_still(tiny_examples):
   """diffusion.flow_loss "abs": the penalty is the error vector's length (smoothed by FLOW_ABS_EPS), so over
   examples the network cannot tell apart, one displacement minimises it at their median where "squared" gives
-  their mean: an object hit in 1 case of 4 (3 px) gets 0 (up to the smoothing), not 0.75 px. diffusion.loss and the video task
-  use it; an unknown kind is refused."""
+  their mean: an object hit in 1 case of 4 (3 px) gets 0 (up to the smoothing), not 0.75 px. diffusion.loss
+  and the video task use it; an unknown kind is refused."""
   target = jnp.zeros((4, 2, 1, 1, 2)).at[0, :, 0, 0, 0].set(3.0)  # 4 examples, a pixel hit only in the first
   weight = jnp.ones((4, 2, 1, 1))
   grid = np.linspace(-1.0, 4.0, 501)
@@ -271,14 +278,7 @@ def test_the_abs_flow_loss_leaves_a_rarely_hit_object_still(tiny_examples):
   with pytest.raises(ValueError, match="flow_loss"):
     diffusion.flow_penalty(target, target, weight, "cubic")
 
-  cfg = model_configs.get_config("tiny").model
-  cfg.output = "warp"
-  model = VideoDiT(cfg, rngs=nnx.Rngs(0))  # zero-initialised: displacement 0 everywhere
-  clip, cond = _still_video()
-  ids = np.zeros((2, 4, 8, 8), np.uint8)
-  ids[:, 1:, 2, 3] = 1
-  ids[:, 0, 2, 0] = 1  # 3 px right by frame 1, as in the squared test above
-  flow = diffusion.object_flow(jnp.asarray(ids), 2)
+  model, clip, cond, flow = _warp_model_and_one_moved_pixel()
   rng = jax.random.key(1)
   plain, _ = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean")
   total, parts = diffusion.loss(model, clip, cond, rng, 0.0, 1.0, "clean", flow=flow, flow_weight=2.0,
