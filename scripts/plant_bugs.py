@@ -112,7 +112,7 @@ BUGS = [
     ("the TFDS builder reads a variant with its size's default features", "datagen/kinemask_synth.py",
      "    if stored and os.path.exists(stored):", "    if False:", "tests/test_dataset.py -k tfds_entry"),
     # The demo (a real browser).
-    ("demo's simulator ignores the user's pushes", "kinemask_jax/demo.py",
+    ("demo's simulator ignores the user's pushes", "kinemask_jax/demo_session.py",
      "scenes.with_pushes(s.engine_scene, pushes)", "scenes.with_pushes(s.engine_scene, {})",
      "tests/test_demo.py -k browser"),
     # Checkpoint restore.
