@@ -63,6 +63,8 @@ def main():
                       "between objects,with the world, e.g. 0.75,2.5 (default: config; 0,0: off)")
   parser.add_argument("--mjx_max_contacts", type=int, default=-1,
                       help="MJX contacts kept per scene for the solver, the deepest (default: config; 0: off)")
+  parser.add_argument("--scenes_per_call", type=int, default=-1,
+                      help="scenes rendered at once, render.scenes_per_call (default: config; 0: the whole batch)")
   parser.add_argument("--parts", default="physics,render,engine", help="what to time, of physics,render,engine")
   parser.add_argument("--iterations", default="", help="solver/ls iteration pairs, one row each, e.g. 8/8,4/4 "
                       "(default: the config's)")
@@ -72,9 +74,10 @@ def main():
   if not parts or set(parts) - {"physics", "render", "engine"}:
     parser.error(f"--parts: expected names from physics,render,engine, got {args.parts!r}")
   if (args.batches < 1 or args.batch_size < 0 or args.threads < 0 or args.mjx_max_pairs < -1
-      or args.mjx_max_world_pairs < -1 or args.mjx_max_contacts < -1 or args.compare < 0):
+      or args.mjx_max_world_pairs < -1 or args.mjx_max_contacts < -1 or args.compare < 0
+      or args.scenes_per_call < -1):
     parser.error("--batches must be >= 1; --batch_size, --threads, --mjx_max_pairs, --mjx_max_world_pairs, "
-                 "--mjx_max_contacts, --compare must be >= 0")
+                 "--mjx_max_contacts, --scenes_per_call, --compare must be >= 0")
   iterations = _iterations(args.iterations, parser)
   budget = None
   if args.mjx_batch_pairs:
@@ -95,6 +98,8 @@ def main():
       base.batch_size = args.batch_size
     if args.threads:
       base.physics.threads = args.threads
+    if args.scenes_per_call >= 0:
+      base.render.scenes_per_call = args.scenes_per_call
     if args.mjx_max_pairs >= 0:
       base.physics.mjx_max_pairs = args.mjx_max_pairs
     if args.mjx_max_world_pairs >= 0:

@@ -33,7 +33,8 @@ from datagen import cli
 
 # Data-config fields that change how a dataset is made (speed, which threads), not what it holds.
 HOW_NOT_WHAT = ("batch_size", "physics.backend", "physics.threads", "physics.mjx_max_pairs",
-                "physics.mjx_max_world_pairs", "physics.mjx_batch_pairs", "physics.mjx_max_contacts")
+                "physics.mjx_max_world_pairs", "physics.mjx_batch_pairs", "physics.mjx_max_contacts",
+                "render.scenes_per_call")
 
 
 class DatasetMismatch(ValueError):

@@ -110,13 +110,15 @@ class Settings:
   sky_rgb: tuple[int, int, int]
   far_m: float
   shapes: tuple[str, ...]  # the shape table's names when the settings were made (a compile sees them all)
+  scenes_per_call: int = 0  # scenes rendered at once (lax.map over the rest); 0: the whole batch
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict) -> "Settings":
     r = cfg.render
     return cls(int(cfg.height), int(cfg.width), int(r.supersample), float(r.ambient),
                tuple(float(x) for x in r.light_dir), bool(r.shadows), tuple(r.ground_rgb),
-               tuple(r.table_side_rgb), tuple(r.sky_rgb), float(r.far_m), shapes_lib.names())
+               tuple(r.table_side_rgb), tuple(r.sky_rgb), float(r.far_m), shapes_lib.names(),
+               int(r.get("scenes_per_call", 0)))
 
 
 def camera_rays(rotation, position, intrinsics, height: int, width: int, supersample: int = 1):
@@ -216,9 +218,15 @@ def render_frame(sc: dict, position: jax.Array, quat: jax.Array, settings: Setti
 @functools.partial(jax.jit, static_argnames="settings")
 def render_batch(sc: dict, position: jax.Array, quat: jax.Array, settings: Settings):
   """[B] scenes x [T] frames: position [B,T,N,3], quat [B,T,N,4] -> uint8 rgb [B,T,H,W,3],
-  uint8 ids [B,T,H,W], float32 depth [B,T,H,W]."""
+  uint8 ids [B,T,H,W], float32 depth [B,T,H,W]. `settings.scenes_per_call` scenes are rendered at once (a
+  lax.map over groups of them; 0 or >= B: all B in one vmap)."""
   frame = lambda sc, p, q: render_frame(sc, p, q, settings)
-  rgb, ids, depth = jax.vmap(jax.vmap(frame, in_axes=(None, 0, 0)))(sc, position, quat)
+  scene = lambda args: jax.vmap(frame, in_axes=(None, 0, 0))(*args)
+  group = settings.scenes_per_call
+  if 0 < group < position.shape[0]:
+    rgb, ids, depth = jax.lax.map(scene, (sc, position, quat), batch_size=group)
+  else:
+    rgb, ids, depth = jax.vmap(scene)((sc, position, quat))
   rgb = jnp.round(jnp.clip(rgb, 0.0, 1.0) * 255).astype(jnp.uint8)
   return rgb, ids.astype(jnp.uint8), depth
 

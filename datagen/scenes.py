@@ -183,6 +183,8 @@ def validate_config(cfg: ml_collections.ConfigDict, prefix: str = "config.") -> 
       fail(field, f"must be in [0, 1] (a share of --num), got {cfg[field]!r}")
   if not 0.0 <= cfg.render.ambient <= 1.0:
     fail("render.ambient", f"must be in [0, 1], got {cfg.render.ambient!r}")
+  if int(cfg.render.get("scenes_per_call", 0)) < 0:
+    fail("render.scenes_per_call", f"must be >= 0 (0: the whole batch), got {cfg.render.scenes_per_call!r}")
   if cfg.render.far_m <= 0:
     fail("render.far_m", f"must be > 0, got {cfg.render.far_m!r}")
 
