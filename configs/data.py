@@ -95,7 +95,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.render.far_m = 50.0  # depth stored for rays that hit nothing
   # Scenes rendered at once inside one engine batch (the rest of the batch waits in a lax.map): 0 the whole
   # batch. How, not what (a dataset does not record it); a pixel at an edge may come out different. On a
-  # 2-core CPU 4 renders small videos 1.3-1.5x faster than 0 (the batch's [rays x solids] intermediates stay
-  # small; README "Data-engine benchmark"); on an accelerator keep 0.
+  # 2-core CPU 4 renders small videos about 1.5-1.9x faster than 0 and the whole engine runs 1.7x (the batch's
+  # [rays x solids] intermediates stay small; README "Data-engine benchmark"); on an accelerator keep 0.
   c.render.scenes_per_call = 0
   return c
