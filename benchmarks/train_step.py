@@ -30,6 +30,7 @@ from benchmarks import model as model_bench
 from configs import stage2 as stage2_configs
 from kinemask_jax import express
 from kinemask_jax.model import cost
+from kinemask_jax.model import dit
 from kinemask_jax.model import text
 from kinemask_jax.training import video
 
@@ -41,11 +42,15 @@ def main() -> None:
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--backend", default="c", choices=["c", "mjx"], help="physics of the videos")
+  parser.add_argument("--output", default="", choices=["", *dit.OUTPUT_MODES],
+                      help="the model's output head (default: the size's recipe, configs/train.py)")
   args = parser.parse_args()
   if args.batch < 0 or args.repeats < 1:
     parser.error(f"--batch must be >= 0 and --repeats >= 1, got --batch={args.batch} --repeats={args.repeats}")
   config = stage2_configs.get_config(args.size)
   config.model.dtype = args.dtype
+  if args.output:
+    config.model.output = args.output
   if args.batch:
     config.batch_size = args.batch
   batch = config.batch_size

@@ -76,7 +76,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Conditioning layout (kinemask_jax/model/conditioning.py). Frame 0 is always given, never generated.
   m.first_frame = "all"  # the first frame concatenated to every frame's input ("frame0": to frame 0 only)
   # The network predicts the change from the first frame ("video": the frame itself; "warp": a displacement
-  # at which each pixel reads the first frame, a gate and a residual, dit.VideoDiT, with diffusion.flow_weight).
+  # at which each pixel reads the first frame, a gate and a residual, dit.VideoDiT, with diffusion.flow_weight;
+  # "splat": a displacement that carries each pixel of the first frame forward, and a residual, dit.splat).
   m.output = "delta"
   # Output "warp" only: a second gate mixes in the first frame with the pushed objects painted out
   # (conditioning.background_plate), so the floor a pushed object uncovers is copied, not painted.
@@ -123,7 +124,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   d.loss_weighting = "clean"  # velocity error x t^2 = clean-video error; "velocity": unweighted (diffusion.loss)
   # Loss weight of object pixels (in frame f or frame 0) is 1 + object_weight, the rest 1 (diffusion.object_pixel_weight).
   d.object_weight = 0.0
-  # Weight of the displacement loss of output "warp" (diffusion.loss; target: diffusion.object_flow).
+  # Weight of the displacement loss of output "warp" or "splat" (diffusion.loss; target: diffusion.object_flow).
   d.flow_weight = 1.0
   # That loss's form (diffusion.FLOW_LOSSES): "squared", or "abs" (the error's length: the median displacement
   # under doubt, so an object that is probably not hit is left still instead of nudged).

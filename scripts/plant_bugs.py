@@ -147,6 +147,16 @@ BUGS = [
      "image = jnp.where(reached, total / 9.0, image)", "tests/test_conditioning.py -k plate"),
     ("plate gate reads the warp gate", "kinemask_jax/model/dit.py", "out = out + y[..., 6:7] * (plate - first)[:, None]",
      "out = out + y[..., 2:3] * (plate - first)[:, None]", "tests/test_model.py -k warp_plate"),
+    # The splat output (kinemask_jax/model/dit.py, diffusion.object_flow(forward=True), training/curriculum.py).
+    ("splat: still pixels land in front of moving ones", "kinemask_jax/model/dit.py",
+     "depth = jnp.exp(SPLAT_DEPTH * jnp.tanh(", "depth = jnp.exp(-SPLAT_DEPTH * jnp.tanh(", "tests/test_model.py -k splat"),
+    ("splat: coverage not clipped at 1", "kinemask_jax/model/dit.py",
+     "jnp.clip(cover, 0.0, 1.0)[..., None]", "cover[..., None]", "tests/test_model.py -k splat"),
+    ("forward flow target points back to frame 0", "kinemask_jax/model/diffusion.py",
+     "return jnp.einsum(\"bhwn,btnc->bthwc\", first, -shift), weight", "return jnp.einsum(\"bhwn,btnc->bthwc\", first, shift), weight",
+     "tests/test_conditioning.py -k flow"),
+    ("the batch gives a splat model the backward target", "kinemask_jax/training/curriculum.py",
+     "forward=config.model.output == \"splat\")", "forward=False)", "tests/test_conditioning.py -k flow"),
     # The denoising skip (kinemask_jax/model/dit.py).
     ("skip reads x_t without undoing its (1 - t) scale", "kinemask_jax/model/dit.py",
      "s2 * (1 - tb) * (x_t - (1 - tb) * prediction)", "s2 * (1 - tb) * (x_t - prediction)",

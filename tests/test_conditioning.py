@@ -209,6 +209,29 @@ def test_object_flow_points_each_object_pixel_back_to_where_it_was_in_frame_0():
   assert weight_b[0, 1, 1, 1] == 0 and weight_b[0, 2, 4, 2] == 0 and weight_b[0, 1, 0, 0] == 0.25
 
 
+def test_forward_object_flow_sends_each_frame_0_object_pixel_where_its_object_goes():
+  """forward=True (output "splat"): indexed by the frame-0 pixel: object 1's frame-0 pixels get its centroid
+  move to frame f; an object gone in frame f, an object not in frame 0 and the floor weigh 0 (the floor
+  `background_weight` with one)."""
+  ids = np.zeros((1, 3, 6, 8), np.uint8)
+  ids[0, 0, 1:3, 1:3] = 1
+  ids[0, 1, 1:3, 4:6] = 1  # frame 1: 3 pixels right
+  ids[0, 2, 3:5, 1:3] = 1
+  ids[0, 2, 4, 2] = 3  # frame 2: object 1 partly hidden; object 3 appears
+  ids[0, 0, 5, 7] = 2  # object 2 only in frame 0
+  target, weight = (np.asarray(a) for a in diffusion.object_flow(jnp.asarray(ids), 3, forward=True))
+  first = ids[0, 0] == 1
+  np.testing.assert_array_equal(weight[0, 0], ids[0, 0] > 0)  # frame 0: every object pixel, shift 0
+  for f in (1, 2):
+    np.testing.assert_array_equal(weight[0, f], first)  # object 2 is gone after frame 0: weight 0 there
+  assert np.abs(target[0, 0]).max() == 0
+  np.testing.assert_allclose(target[0, 1][first], [[3.0, 0.0]] * 4)
+  np.testing.assert_allclose(target[0, 2][first], [[4 / 3 - 1.5, 10 / 3 - 1.5]] * 4, rtol=1e-6)
+  assert np.abs(target[0, 1:][:, ~first]).max() == 0
+  _, weight_b = (np.asarray(a) for a in diffusion.object_flow(jnp.asarray(ids), 3, 0.25, forward=True))
+  np.testing.assert_array_equal(weight_b, weight + 0.25 * (ids[:, :1] == 0))
+
+
 def _warp_model_and_one_moved_pixel():
   """(a zero-initialised warp-output tiny model: displacement 0 everywhere, a still 2 x 4 x 8 x 8 video and
   its condition, the flow target of object 1, one pixel moved 3 px right by frame 1: that pixel in frames 1-3
@@ -241,6 +264,11 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
   config.model.output = "delta"
   raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
   assert "flow" not in curriculum.model_batch(raw, 0, jax.random.key(0), config)[0]
+  config.model.output = "splat"
+  forward, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  for got, want in zip(forward["flow"], diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2],
+                                                              forward=True)):
+    np.testing.assert_array_equal(got, want)
   config.model.output = "warp"
   batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
   expected_flow = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2])

@@ -404,7 +404,8 @@ def test_size_summary_counts_only_the_controlnet_blocks_built():
 
 def test_flops_count_matches_xla_cost_analysis():
   """The analytic matrix FLOPs are what XLA counts, less the elementwise work (within 15%)."""
-  for overrides in (dict(attention="full"), dict(attention="factorised"), dict(head="conv"), dict(output="warp")):
+  for overrides in (dict(attention="full"), dict(attention="factorised"), dict(head="conv"), dict(output="warp"),
+                    dict(output="splat")):
     cfg = tiny(**overrides)
     graphdef, state = nnx.split(dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0)))
     batch = make_batch(b=1)
@@ -595,6 +596,79 @@ def test_warp_output_starts_still_and_copies_the_first_frame_at_its_displacement
   for overrides in (dict(head="conv"), dict(prediction="v")):
     with pytest.raises(ValueError, match="model.output"):
       dit.VideoDiT(tiny(output="warp", **overrides).model, rngs=nnx.Rngs(0))
+
+
+def test_splat_carries_each_pixel_forward_bilinearly_moving_pixels_in_front():
+  """dit.splat against forward bilinear splatting written out pixel by pixel: each source pixel spreads over the
+  4 pixels around where it lands (outside the frame dropped), weighted by its share x exp(SPLAT_DEPTH tanh(|d|^2));
+  the colour is the weighted mean of what landed (the image's own where nothing did), the coverage the sum
+  of shares. Its gradient in the displacement is non-zero."""
+  image = jax.random.uniform(jax.random.key(0), (2, 6, 7, 3))
+  flow = 1.5 * jax.random.normal(jax.random.key(1), (2, 3, 6, 7, 2))
+  img, fl = np.asarray(image, np.float64), np.asarray(flow, np.float64)
+  num, den, cover = np.zeros((2, 3, 6, 7, 3)), np.zeros((2, 3, 6, 7)), np.zeros((2, 3, 6, 7))
+  for b, f, y, x in itertools.product(range(2), range(3), range(6), range(7)):
+    dx, dy = fl[b, f, y, x]
+    tx, ty = x + dx, y + dy
+    depth = np.exp(dit.SPLAT_DEPTH * np.tanh(dx * dx + dy * dy))
+    for cx, cy in itertools.product((int(np.floor(tx)), int(np.floor(tx)) + 1), (int(np.floor(ty)), int(np.floor(ty)) + 1)):
+      share = (1 - abs(tx - cx)) * (1 - abs(ty - cy))
+      if 0 <= cx < 7 and 0 <= cy < 6:
+        num[b, f, cy, cx] += share * depth * img[b, y, x]
+        den[b, f, cy, cx] += share * depth
+        cover[b, f, cy, cx] += share
+  landed = den > 1e-6
+  expected = np.where(landed[..., None], num / np.where(landed, den, 1)[..., None], img[:, None])
+  colour, coverage = dit.splat(image, flow)
+  np.testing.assert_allclose(colour, expected, atol=1e-5)
+  np.testing.assert_allclose(coverage, cover, atol=1e-5)
+  assert np.abs(np.asarray(jax.grad(lambda fl: dit.splat(image, fl)[0].sum())(flow))).mean() > 0.01
+  # One pixel moved 2 right over a still floor: it covers the floor where it lands, its old place is empty.
+  moved = np.zeros((1, 1, 6, 7, 2), np.float32)
+  moved[0, 0, 3, 2] = (2.0, 0.0)
+  colour, coverage = (np.asarray(a) for a in dit.splat(image[:1], jnp.asarray(moved)))
+  np.testing.assert_allclose(coverage[0, 0, 3, 2], 0.0)
+  np.testing.assert_allclose(coverage[0, 0, 3, 4], 2.0)
+  w = np.exp(dit.SPLAT_DEPTH * np.tanh(4.0))
+  np.testing.assert_allclose(colour[0, 0, 3, 4], (w * img[0, 3, 2] + img[0, 3, 4]) / (w + 1), rtol=1e-5)
+
+
+def test_splat_output_starts_still_and_carries_the_first_frame_forward():
+  """output="splat": x_0 = first frame + residual + coverage x (first frame carried by the displacement - first
+  frame). At init a still scene; with the head's bias set to a displacement of (+2, -1) pixels (residual
+  silenced), every frame is the first frame moved 2 pixels right and 1 up, the uncovered edge left as it was."""
+  cfg = tiny(output="splat")
+  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+  batch = make_batch(b=1)
+  cond = condition(batch)
+  t = jnp.array([0.5])
+  out, flow = model(batch["video"], t, cond, return_flow=True)
+  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
+  assert flow.shape == batch["video"].shape[:-1] + (2,) and np.abs(np.asarray(flow)).max() == 0
+  per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.SPLAT_CHANNELS), np.float32)
+  per_pixel[:, 0], per_pixel[:, 1] = 2.0 / dit.WARP_PIXELS, -1.0 / dit.WARP_PIXELS
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  x = jax.random.normal(jax.random.key(3), batch["video"].shape)
+  out, flow = model(x, t, cond, return_flow=True)
+  np.testing.assert_allclose(flow, jnp.broadcast_to(jnp.array([2.0, -1.0]), flow.shape), atol=1e-6)
+  first = np.asarray(cond.first_frame[0])
+  moved = first.copy()
+  moved[:-1, 2:] = first[1:, :-2]  # pixel (y, x) goes to (y - 1, x + 2); the last row and first 2 columns: none
+  np.testing.assert_allclose(out[0], np.broadcast_to(moved, out[0].shape), atol=1e-5)
+  # The first column of every patch moved 1 pixel right, onto the second: there two pixels land (coverage 2,
+  # counted as 1: the output is what landed, not twice the change), the first column is left empty (coverage 0:
+  # the first frame, residual 0).
+  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
+  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  out, flow = model(x, t, cond, return_flow=True)
+  carried, cover = dit.splat(cond.first_frame, flow)
+  assert float(cover.max()) > 1.5 and float(cover.min()) < 0.5
+  np.testing.assert_allclose(out, cond.first_frame[:, None] + jnp.minimum(cover, 1.0)[..., None]
+                             * (carried - cond.first_frame[:, None]), atol=1e-5)
+  for overrides in (dict(head="conv"), dict(prediction="v")):
+    with pytest.raises(ValueError, match="model.output"):
+      dit.VideoDiT(tiny(output="splat", **overrides).model, rngs=nnx.Rngs(0))
 
 
 def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_stood():

@@ -46,7 +46,7 @@ def predict(model, x_t: Array, t: Array, cond: Condition, x0_prev: Array | None 
 
   A model with `prediction == "x"` outputs the clean video x_0, turned into v = (x_t - x_0) / t with t
   floored at `min_time`; with "v" it outputs v itself. `x0_prev` (a previous clean-video estimate, None:
-  none) reaches only a model with `self_condition`. With `return_flow` (a model with output "warp") also its
+  none) reaches only a model with `self_condition`. With `return_flow` (a model with output "warp" or "splat") also its
   displacement [B,T,H,W,2].
   """
   x_t = with_given_frame(x_t, cond)
@@ -94,7 +94,7 @@ def sample_times(rng: Array, batch: int, mean: float, std: float) -> Array:
 
 
 LOSS_WEIGHTINGS = ("velocity", "clean")
-# The displacement loss of output "warp" (`loss`): "squared" error (its minimiser under doubt is the mean
+# The displacement loss of output "warp" or "splat" (`loss`): "squared" error (its minimiser under doubt is the mean
 # displacement) or "abs", the length of the error vector (the spatial median: an object that is hit in fewer
 # than half of the cases the network cannot tell apart gets displacement 0, not a fraction of the hit's).
 FLOW_LOSSES = ("squared", "abs")
@@ -112,7 +112,7 @@ def loss(model, x0: Array, cond: Condition, rng: Array, time_mean: float, time_s
   the error of its clean video (x_0 - x_0_pred = t (v_pred - v)): every noise level weighs the same,
   instead of the low-noise steps (weight 1 / t^2 on the clean error) dominating. pixel_weight (broadcast
   against [B,T,H,W,3], e.g. [B,T,H,W,1]): each pixel's error times it (`object_pixel_weight`).
-  flow (a model with output "warp"): (target [B,T,H,W,2] pixels, weight [B,T,H,W]) from `object_flow`; adds
+  flow (a model with output "warp" or "splat"): (target [B,T,H,W,2] pixels, weight [B,T,H,W]) from `object_flow`; adds
   flow_weight x the weighted mean error of the model's displacement (in units of its WARP_PIXELS) over frames
   1..T-1: squared, or with flow_loss "abs" the error vector's length (FLOW_LOSSES). parts: "flow_error", the
   displacement's RMS error in pixels on weighted pixels.
@@ -154,15 +154,19 @@ def flow_penalty(predicted: Array, target: Array, weight: Array, kind: str = "sq
   raise ValueError(f"diffusion.flow_loss must be one of {FLOW_LOSSES}, got {kind!r}")
 
 
-def object_flow(instance_ids: Array, num_objects: int,
-                background_weight: float = 0.0) -> tuple[Array, Array]:
+def object_flow(instance_ids: Array, num_objects: int, background_weight: float = 0.0,
+                forward: bool = False) -> tuple[Array, Array]:
   """Where in frame 0 each object pixel's content was: (target [B,T,H,W,2], weight [B,T,H,W]) from instance
   ids [B,T,H,W] (0: no object, k: object k <= num_objects). A pixel of object k in frame f gets the
   (dx, dy) pixels from it to where it was in frame 0 under the move of k's pixel centroid from frame 0 to
   frame f (translation only), weight 1. A pixel that is background both in frame f and in frame 0 (the camera
   is still, so it shows the same floor) gets target 0 and weight `background_weight`; every other pixel (the
   floor an object left, or an object with no pixel in frame 0) gets weight 0. The displacement target of a
-  model with output "warp"."""
+  model with output "warp".
+
+  `forward` (output "splat"): the field is indexed by the frame-0 pixel instead: a pixel of object k in frame 0
+  gets, in frame f, the (dx, dy) pixels to where it goes (k's centroid move from frame 0 to frame f), weight 1
+  if k has pixels in frame f, else 0; floor in frame 0 gets target 0 and weight `background_weight`."""
   ids = jnp.asarray(instance_ids).astype(jnp.int32)
   h, w = ids.shape[2:]
   one_hot = (ids[..., None] == jnp.arange(1, num_objects + 1)).astype(jnp.float32)  # [B,T,H,W,N]
@@ -172,6 +176,12 @@ def object_flow(instance_ids: Array, num_objects: int,
                        -1) / jnp.maximum(count, 1.0)[..., None]  # [B,T,N,2]
   valid = ((count > 0) & (count[:, :1] > 0)).astype(jnp.float32)  # [B,T,N]
   shift = (centroid[:, :1] - centroid) * valid[..., None]
+  if forward:
+    first = one_hot[:, 0]  # [B,H,W,N]
+    weight = jnp.einsum("bhwn,btn->bthw", first, valid)
+    if background_weight:
+      weight = weight + background_weight * (ids[:, :1] == 0).astype(jnp.float32)
+    return jnp.einsum("bhwn,btnc->bthwc", first, -shift), weight
   weight = jnp.einsum("bthwn,btn->bthw", one_hot, valid)
   if background_weight:
     weight = weight + background_weight * (~object_now_or_in_frame_0(ids)).astype(jnp.float32)

@@ -24,7 +24,7 @@ How conditioning enters (kinemask_jax/model/conditioning.py builds the Condition
   plus the timestep embedding drive adaLN-zero modulation.
 - Self-conditioning (`self_condition`): a previous clean-video estimate `x0_prev` [B,T,H,W,3] is concatenated
   to every frame's input (zeros: none; kinemask_jax/model/diffusion.py decides what is passed).
-- Denoising skip (`denoise_skip`, output "video", "delta" or "warp"): the clean video is the inverse-variance
+- Denoising skip (`denoise_skip`, output "video", "delta", "warp" or "splat"): the clean video is the inverse-variance
   mean of the network's own and the noisy input x_t / (1 - t), by a per-pixel scale the head writes
   (`denoise_skip` below), so what x_t shows at low noise is kept without passing through the patches.
 
@@ -49,7 +49,7 @@ Array = jax.Array
 CONTROL_MODES = ("controlnet", "concat", "none")
 ATTENTION_MODES = ("full", "factorised")
 FIRST_FRAME_MODES = ("all", "frame0")
-OUTPUT_MODES = ("delta", "video", "warp")
+OUTPUT_MODES = ("delta", "video", "warp", "splat")
 HEAD_MODES = ("linear", "conv")
 
 
@@ -121,6 +121,12 @@ class DiTBlock(nnx.Module):
 # (then, with model.warp_plate, a second gate: the background plate's).
 WARP_CHANNELS = 2 + 1 + 3
 WARP_PIXELS = 8.0  # pixels of displacement per unit of the head's output (tiny objects move up to ~20 px)
+# output "splat": per frame-0 pixel, the displacement (dx, dy) in units of WARP_PIXELS that carries it to frame f,
+# and per output pixel a residual RGB.
+SPLAT_CHANNELS = 2 + 3
+# Where splatted pixels overlap, each weighs exp(SPLAT_DEPTH x tanh(|displacement|^2 / 1 px^2)): what moves lands
+# in front of what stays (a pixel moved by 1 px weighs 100x a still one, by 0.3 px 1.7x).
+SPLAT_DEPTH = 6.0
 # model.denoise_skip: the prediction's uncertainty per pixel is SKIP_SCALE x exp(the head's last channel), so
 # SKIP_SCALE at initialisation (the head starts at zero).
 SKIP_SCALE = 0.1
@@ -141,7 +147,8 @@ def denoise_skip(prediction: Array, x_t: Array, t: Array, log_scale: Array) -> A
 
 
 def head_of(cfg) -> tuple[str, int]:
-  """(model.head, features per pixel the tokens write: 3 for "linear" (WARP_CHANNELS with output "warp"), one
+  """(model.head, features per pixel the tokens write: 3 for "linear" (WARP_CHANNELS with output "warp",
+  SPLAT_CHANNELS with "splat"), one
   more with model.denoise_skip (its last), model.head_channels for "conv"); a config stored before the head
   existed reads as "linear"."""
   head = cfg.get("head", "linear")
@@ -150,6 +157,8 @@ def head_of(cfg) -> tuple[str, int]:
   skip = 1 if cfg.get("denoise_skip", False) else 0
   if cfg.output == "warp":
     return head, WARP_CHANNELS + (1 if cfg.get("warp_plate", False) else 0) + skip
+  if cfg.output == "splat":
+    return head, SPLAT_CHANNELS + skip
   return head, 3 + skip
 
 
@@ -164,6 +173,43 @@ def warp(image: Array, flow: Array) -> Array:
     return jax.scipy.ndimage.map_coordinates(channel, [ys + f[..., 1], xs + f[..., 0]], order=1, mode="nearest")
   per_frame = jax.vmap(jax.vmap(one, in_axes=(-1, None), out_axes=-1), in_axes=(None, 0))
   return jax.vmap(per_frame)(image, flow)
+
+
+def splat(image: Array, flow: Array) -> tuple[Array, Array]:
+  """Forward warp: every pixel of image [B,H,W,C] carried by its displacement flow [B,T,H,W,2] ((dx, dy)
+  pixels, one field per frame, indexed by the frame-0 pixel) and spread bilinearly onto the 4 pixels around
+  where it lands. Returns (colour [B,T,H,W,C], coverage [B,T,H,W]): per output pixel the mean colour of what
+  landed there, each landed pixel weighted by its bilinear share x exp(SPLAT_DEPTH x tanh(|d|^2)) (what moves
+  covers what stays; the weight's gradient is stopped), and the sum of the bilinear shares (0 where nothing
+  landed: the floor a moved object left; about 1 where one pixel did). Colour is the image's own where
+  nothing landed. Differentiable in the image and the displacement; what lands outside the frame is dropped."""
+  b, h, w, c = image.shape
+  ys, xs = jnp.mgrid[0:h, 0:w].astype(jnp.float32)
+
+  def one(img, f):  # [H,W,C], [H,W,2] -> [H,W,C], [H,W]
+    x, y = xs + f[..., 0], ys + f[..., 1]
+    x0, y0 = jnp.floor(x), jnp.floor(y)
+    fx, fy = x - x0, y - y0
+    depth = jnp.exp(SPLAT_DEPTH * jnp.tanh(jax.lax.stop_gradient(jnp.square(f).sum(-1))))
+    num = jnp.zeros((h * w, c), jnp.float32)
+    den = jnp.zeros((h * w,), jnp.float32)
+    cover = jnp.zeros((h * w,), jnp.float32)
+    for dx, dy, share in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
+                          (1, 1, fx * fy)):
+      cx, cy = x0 + dx, y0 + dy
+      inside = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+      share = jnp.where(inside, share, 0.0).reshape(-1)
+      index = (jnp.clip(cy, 0, h - 1) * w + jnp.clip(cx, 0, w - 1)).astype(jnp.int32).reshape(-1)
+      weighted = share * depth.reshape(-1)
+      num = num.at[index].add(weighted[:, None] * img.reshape(-1, c))
+      den = den.at[index].add(weighted)
+      cover = cover.at[index].add(share)
+    landed = den > 1e-6
+    colour = jnp.where(landed[:, None], num / jnp.where(landed, den, 1.0)[:, None], img.reshape(-1, c))
+    return colour.reshape(h, w, c), cover.reshape(h, w)
+
+  per_frame = jax.vmap(one, in_axes=(None, 0))
+  return jax.vmap(per_frame)(image.astype(jnp.float32), flow.astype(jnp.float32))
 
 
 def control_blocks(cfg) -> int:
@@ -191,10 +237,10 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
       require(float(cfg.get(field) or 0.0) > 0, field, f"must be > 0 with model.slide_prior, got {cfg.get(field)!r}")
   require(cfg.get("head", "linear") in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {cfg.get('head')!r}")
   require(int(cfg.get("head_channels", 16)) >= 1, "head_channels", f"must be >= 1, got {cfg.get('head_channels')!r}")
-  require(cfg.output not in ("delta", "warp") or cfg.prediction == "x", "output",
+  require(cfg.output not in ("delta", "warp", "splat") or cfg.prediction == "x", "output",
           f"{cfg.output!r} (x_0 built from the first frame) needs model.prediction='x'")
-  require(cfg.output != "warp" or cfg.get("head", "linear") == "linear", "output",
-          f"'warp' needs model.head='linear', got {cfg.get('head')!r}")
+  require(cfg.output not in ("warp", "splat") or cfg.get("head", "linear") == "linear", "output",
+          f"{cfg.output!r} needs model.head='linear', got {cfg.get('head')!r}")
   require(not cfg.get("warp_plate", False) or cfg.output == "warp", "warp_plate",
           f"gates the background plate into the warp output, so it needs model.output='warp', got {cfg.output!r}")
   require(not cfg.get("denoise_skip", False) or (cfg.prediction == "x" and cfg.get("head", "linear") == "linear"),
@@ -284,10 +330,11 @@ class VideoDiT(nnx.Module):
   def __call__(self, x_t: Array, t: Array, cond: conditioning.Condition, x0_prev: Array | None = None,
                return_flow: bool = False) -> Array | tuple[Array, Array]:
     """The prediction for x_t at times t; `x0_prev`: the previous clean-video estimate, read only with
-    self_condition (None there: zeros, no estimate). With `return_flow` (output "warp" only) also the
-    displacement [B,T,H,W,2] (pixels) at which each pixel reads the first frame."""
-    if return_flow and self.output != "warp":
-      raise ValueError(f"return_flow needs model.output='warp', this model's is {self.output!r}")
+    self_condition (None there: zeros, no estimate). With `return_flow` (output "warp" or "splat") also the
+    displacement [B,T,H,W,2] (pixels): "warp", where each pixel of frame f reads the first frame; "splat", where
+    each pixel of the first frame goes in frame f."""
+    if return_flow and self.output not in ("warp", "splat"):
+      raise ValueError(f"return_flow needs model.output 'warp' or 'splat', this model's is {self.output!r}")
     _, nt, h, w, _ = x_t.shape
     pt, ph, pw = self.patch
     if nt % pt or h % ph or w % pw:
@@ -341,6 +388,14 @@ class VideoDiT(nnx.Module):
         plate = conditioning.background_plate(cond.velocity_mask[:, 0], first)
         out = out + y[..., 6:7] * (plate - first)[:, None]
       y = out
+    elif self.output == "splat":
+      # x_0 = first frame + residual + coverage x (frame 0 carried forward - first frame): each frame-0 pixel
+      # is moved by its own displacement, so an object whose pixels share one displacement arrives whole,
+      # wherever the network puts it; the floor it leaves (nothing lands there) is the residual's to paint.
+      # All zero at initialisation: every pixel lands on itself, a still scene.
+      flow = y[..., :2] * WARP_PIXELS
+      carried, cover = splat(first, flow)
+      y = first[:, None] + y[..., 2:5] + jnp.clip(cover, 0.0, 1.0)[..., None] * (carried - first[:, None])
     elif self.output == "delta":
       y = y + first[:, None]
     if log_scale is not None:

@@ -43,7 +43,7 @@ def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   """The train step's batch {"video": float [B,T,H,W,3] in [-1, 1], "cond": Condition} from a raw batch:
   the curriculum's k, the Condition (kinemask_jax/model/conditioning.py) and the guidance dropout, plus
   "pixel_weight" [B,T,H,W,1] when `diffusion.object_weight` > 0 (diffusion.object_pixel_weight), "flow" (the
-  displacement target, diffusion.object_flow) for a model with output "warp"; and the curriculum's metrics
+  displacement target, diffusion.object_flow) for a model with output "warp" or "splat"; and the curriculum's metrics
   (mean k, fraction of k = 1)."""
   b, t = raw["video"].shape[:2]
   rng_k, rng_drop = jax.random.split(rng)
@@ -55,7 +55,8 @@ def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   object_weight = config.diffusion.get("object_weight", 0.0)
   if object_weight:
     batch["pixel_weight"] = diffusion.object_pixel_weight(raw["instance_ids"], object_weight)
-  if config.model.output == "warp":
+  if config.model.output in ("warp", "splat"):
     batch["flow"] = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2],
-                                          config.diffusion.get("flow_background_weight", 0.0))
+                                          config.diffusion.get("flow_background_weight", 0.0),
+                                          forward=config.model.output == "splat")
   return batch, dict(curriculum_k=jnp.mean(k.astype(jnp.float32)), k1_fraction=jnp.mean(k == 1))
