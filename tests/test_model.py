@@ -569,11 +569,10 @@ def test_warp_reads_the_image_bilinearly_at_the_displacement():
   assert np.abs(np.asarray(jax.grad(lambda fl: dit.warp(image, fl).sum())(flow))).mean() > 0.05
 
 
-def test_warp_output_starts_still_and_copies_the_first_frame_at_its_displacement():
-  """output="warp": x_0 = first frame + residual + gate x (first frame read at the displacement - first
-  frame). At init a still scene; with the head's bias set to a displacement of (+2, -1) pixels and gate 1 (the
-  rest silenced), every frame is the first frame read 2 pixels right and 1 up, whatever x_t."""
-  cfg = tiny(output="warp")
+def _displacement_model_still_at_init(output):
+  """(config, a fresh tiny model with that displacement output, a 1-example batch, its condition, t = 0.5),
+  after checking that the fresh model predicts the first frame in every frame, with displacement 0."""
+  cfg = tiny(output=output)
   model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
   batch = make_batch(b=1)
   cond = condition(batch)
@@ -581,6 +580,14 @@ def test_warp_output_starts_still_and_copies_the_first_frame_at_its_displacement
   out, flow = model(batch["video"], t, cond, return_flow=True)
   np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
   assert flow.shape == batch["video"].shape[:-1] + (2,) and np.abs(np.asarray(flow)).max() == 0
+  return cfg, model, batch, cond, t
+
+
+def test_warp_output_starts_still_and_copies_the_first_frame_at_its_displacement():
+  """output="warp": x_0 = first frame + residual + gate x (first frame read at the displacement - first
+  frame). At init a still scene; with the head's bias set to a displacement of (+2, -1) pixels and gate 1 (the
+  rest silenced), every frame is the first frame read 2 pixels right and 1 up, whatever x_t."""
+  cfg, model, batch, cond, t = _displacement_model_still_at_init("warp")
   per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.WARP_CHANNELS), np.float32)
   per_pixel[:, 0], per_pixel[:, 1], per_pixel[:, 2] = 2.0 / dit.WARP_PIXELS, -1.0 / dit.WARP_PIXELS, 1.0
   model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
@@ -637,14 +644,7 @@ def test_splat_output_starts_still_and_carries_the_first_frame_forward():
   """output="splat": x_0 = first frame + residual + coverage x (first frame carried by the displacement - first
   frame). At init a still scene; with the head's bias set to a displacement of (+2, -1) pixels (residual
   silenced), every frame is the first frame moved 2 pixels right and 1 up, the uncovered edge left as it was."""
-  cfg = tiny(output="splat")
-  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
-  batch = make_batch(b=1)
-  cond = condition(batch)
-  t = jnp.array([0.5])
-  out, flow = model(batch["video"], t, cond, return_flow=True)
-  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
-  assert flow.shape == batch["video"].shape[:-1] + (2,) and np.abs(np.asarray(flow)).max() == 0
+  cfg, model, batch, cond, t = _displacement_model_still_at_init("splat")
   per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.SPLAT_CHANNELS), np.float32)
   per_pixel[:, 0], per_pixel[:, 1] = 2.0 / dit.WARP_PIXELS, -1.0 / dit.WARP_PIXELS
   model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
