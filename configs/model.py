@@ -129,7 +129,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # That loss's form (diffusion.FLOW_LOSSES): "squared", or "abs" (the error's length: the median displacement
   # under doubt, so an object that is probably not hit is left still instead of nudged).
   d.flow_loss = "squared"
-  # Weight, within that loss, of floor pixels (floor in frame f and in frame 0: displacement 0), object pixels 1.
+  # Weight, within that loss, of floor pixels (displacement 0; "warp": floor in frame f and in frame 0, "splat":
+  # floor in frame 0), object pixels 1.
   # Off: 0.25 gained 0.3 px of motion error at tiny's short length but none at full length (README, "Ablation").
   d.flow_background_weight = 0.0
   d.sampler = "euler"  # or "heun"

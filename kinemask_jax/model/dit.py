@@ -50,6 +50,9 @@ CONTROL_MODES = ("controlnet", "concat", "none")
 ATTENTION_MODES = ("full", "factorised")
 FIRST_FRAME_MODES = ("all", "frame0")
 OUTPUT_MODES = ("delta", "video", "warp", "splat")
+# The outputs that build x_0 from the first frame moved by a displacement the head writes: they return it
+# (`return_flow`) and are taught it (diffusion.object_flow, forward for "splat").
+DISPLACEMENT_OUTPUTS = ("warp", "splat")
 HEAD_MODES = ("linear", "conv")
 
 
@@ -237,9 +240,9 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
       require(float(cfg.get(field) or 0.0) > 0, field, f"must be > 0 with model.slide_prior, got {cfg.get(field)!r}")
   require(cfg.get("head", "linear") in HEAD_MODES, "head", f"must be one of {HEAD_MODES}, got {cfg.get('head')!r}")
   require(int(cfg.get("head_channels", 16)) >= 1, "head_channels", f"must be >= 1, got {cfg.get('head_channels')!r}")
-  require(cfg.output not in ("delta", "warp", "splat") or cfg.prediction == "x", "output",
+  require(cfg.output not in ("delta", *DISPLACEMENT_OUTPUTS) or cfg.prediction == "x", "output",
           f"{cfg.output!r} (x_0 built from the first frame) needs model.prediction='x'")
-  require(cfg.output not in ("warp", "splat") or cfg.get("head", "linear") == "linear", "output",
+  require(cfg.output not in DISPLACEMENT_OUTPUTS or cfg.get("head", "linear") == "linear", "output",
           f"{cfg.output!r} needs model.head='linear', got {cfg.get('head')!r}")
   require(not cfg.get("warp_plate", False) or cfg.output == "warp", "warp_plate",
           f"gates the background plate into the warp output, so it needs model.output='warp', got {cfg.output!r}")
@@ -333,7 +336,7 @@ class VideoDiT(nnx.Module):
     self_condition (None there: zeros, no estimate). With `return_flow` (output "warp" or "splat") also the
     displacement [B,T,H,W,2] (pixels): "warp", where each pixel of frame f reads the first frame; "splat", where
     each pixel of the first frame goes in frame f."""
-    if return_flow and self.output not in ("warp", "splat"):
+    if return_flow and self.output not in DISPLACEMENT_OUTPUTS:
       raise ValueError(f"return_flow needs model.output 'warp' or 'splat', this model's is {self.output!r}")
     _, nt, h, w, _ = x_t.shape
     pt, ph, pw = self.patch

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kinemask_jax.model import conditioning, diffusion
+from kinemask_jax.model import conditioning, diffusion, dit
 
 
 def scheduled_k(step, num_frames: int, stage: int, anneal_steps: int):
@@ -55,7 +55,7 @@ def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   object_weight = config.diffusion.get("object_weight", 0.0)
   if object_weight:
     batch["pixel_weight"] = diffusion.object_pixel_weight(raw["instance_ids"], object_weight)
-  if config.model.output in ("warp", "splat"):
+  if config.model.output in dit.DISPLACEMENT_OUTPUTS:
     batch["flow"] = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2],
                                           config.diffusion.get("flow_background_weight", 0.0),
                                           forward=config.model.output == "splat")
