@@ -82,6 +82,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Output "warp" only: a second gate mixes in the first frame with the pushed objects painted out
   # (conditioning.background_plate), so the floor a pushed object uncovers is copied, not painted.
   m.warp_plate = False
+  # Output "splat" only: where nothing lands (the floor a pushed object leaves), the background plate shows
+  # instead of the first frame (no gate: x_0 = residual + coverage x carried + (1 - coverage) x plate).
+  m.splat_fill = False
   # The clean-video prediction is mixed per pixel with the noisy input, by how unsure the network says it is
   # there (dit.denoise_skip: EDM's skip connection with a learned scale), so low-noise steps keep what x_t shows.
   m.denoise_skip = False

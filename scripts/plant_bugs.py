@@ -157,6 +157,10 @@ BUGS = [
      "tests/test_conditioning.py -k flow"),
     ("the batch gives a splat model the backward target", "kinemask_jax/training/curriculum.py",
      "forward=config.model.output == \"splat\")", "forward=False)", "tests/test_conditioning.py -k flow"),
+    ("splat fill: the first frame behind, not the plate", "kinemask_jax/model/dit.py",
+     "first) if self.splat_fill else first", "first) if False else first", "tests/test_model.py -k splat_fill"),
+    ("splat fill: the plate also behind covered pixels", "kinemask_jax/model/dit.py",
+     "(1 - covered) * behind[:, None]", "behind[:, None] - covered * first[:, None]", "tests/test_model.py -k splat"),
     # The denoising skip (kinemask_jax/model/dit.py).
     ("skip reads x_t without undoing its (1 - t) scale", "kinemask_jax/model/dit.py",
      "s2 * (1 - tb) * (x_t - (1 - tb) * prediction)", "s2 * (1 - tb) * (x_t - prediction)",

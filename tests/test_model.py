@@ -697,6 +697,39 @@ def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_sto
     dit.VideoDiT(tiny(warp_plate=True).model, rngs=nnx.Rngs(0))
 
 
+def test_splat_fill_shows_the_background_plate_where_nothing_lands():
+  """model.splat_fill: x_0 = residual + coverage x carried + (1 - coverage) x background plate. At init a still
+  scene (every pixel lands on itself); with the first column of every patch moved 1 pixel right, the columns
+  left empty show the plate (the first frame with the pushed blob painted out), covered pixels what landed, and
+  an example without a velocity mask stays as without the fill."""
+  cfg = tiny(output="splat", splat_fill=True)
+  assert dit.head_of(cfg.model) == ("linear", dit.SPLAT_CHANNELS)
+  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
+  batch = make_batch(b=2)
+  mask = np.zeros(batch["cond"].velocity_mask.shape, np.float32)
+  mask[0, 0][np.abs(np.asarray(batch["video"][0, 0]) + 0.5).max(-1) > 0.1] = (0.5, 0.0, 0.0)  # the blob, pushed
+  cond = batch["cond"].replace(velocity_mask=jnp.asarray(mask))
+  t = jnp.array([0.5, 0.5])
+  out = model(batch["video"], t, cond)
+  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
+  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
+  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  x = jax.random.normal(jax.random.key(3), batch["video"].shape)
+  out, flow = model(x, t, cond, return_flow=True)
+  carried, cover = dit.splat(cond.first_frame, flow)
+  covered = np.asarray(jnp.minimum(cover, 1.0))[..., None]
+  plate = np.asarray(conditioning.background_plate(cond.velocity_mask[:, 0], cond.first_frame))
+  np.testing.assert_allclose(out, covered * np.asarray(carried) + (1 - covered) * plate[:, None], atol=1e-5)
+  empty = covered[0, ..., 0] < 0.5
+  assert empty.any() and np.abs(np.asarray(out[0]) - np.asarray(cond.first_frame[0])[None])[empty].max() > 0.1
+  without = dit.VideoDiT(tiny(output="splat").model, rngs=nnx.Rngs(0))
+  without.final.bias.value = model.final.bias.value
+  np.testing.assert_allclose(out[1], without(x, t, cond)[1], atol=1e-5)
+  with pytest.raises(ValueError, match="model.splat_fill"):
+    dit.VideoDiT(tiny(output="warp", splat_fill=True).model, rngs=nnx.Rngs(0))
+
+
 def test_denoise_skip_is_the_inverse_variance_mean_of_the_prediction_and_the_noisy_video():
   """dit.denoise_skip reads P (scale s) and x_t / (1 - t) (scale t / (1 - t)) as two measurements of x_0: their
   inverse-variance mean, P at t = 1, x_t at t = 0, and nearer x_t where P says it is less sure."""

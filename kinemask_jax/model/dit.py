@@ -246,6 +246,8 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
           f"{cfg.output!r} needs model.head='linear', got {cfg.get('head')!r}")
   require(not cfg.get("warp_plate", False) or cfg.output == "warp", "warp_plate",
           f"gates the background plate into the warp output, so it needs model.output='warp', got {cfg.output!r}")
+  require(not cfg.get("splat_fill", False) or cfg.output == "splat", "splat_fill",
+          f"fills what the splat output leaves uncovered, so it needs model.output='splat', got {cfg.output!r}")
   require(not cfg.get("denoise_skip", False) or (cfg.prediction == "x" and cfg.get("head", "linear") == "linear"),
           "denoise_skip", "mixes the noisy video into a clean-video prediction written by the linear head, so it "
           f"needs model.prediction='x' and model.head='linear', got {cfg.prediction!r} and {cfg.get('head')!r}")
@@ -273,6 +275,7 @@ class VideoDiT(nnx.Module):
     self.first_frame = cfg.first_frame
     self.output = cfg.output
     self.warp_plate = bool(cfg.get("warp_plate", False))
+    self.splat_fill = bool(cfg.get("splat_fill", False))
     self.denoise_skip = bool(cfg.get("denoise_skip", False))
     self.mask0_all = bool(cfg.mask0_all)
     self.push_geometry = bool(cfg.push_geometry)
@@ -392,13 +395,18 @@ class VideoDiT(nnx.Module):
         out = out + y[..., 6:7] * (plate - first)[:, None]
       y = out
     elif self.output == "splat":
-      # x_0 = first frame + residual + coverage x (frame 0 carried forward - first frame): each frame-0 pixel
-      # is moved by its own displacement, so an object whose pixels share one displacement arrives whole,
-      # wherever the network puts it; the floor it leaves (nothing lands there) is the residual's to paint.
-      # All zero at initialisation: every pixel lands on itself, a still scene.
+      # x_0 = residual + coverage x frame 0 carried forward + (1 - coverage) x what is behind: each frame-0
+      # pixel is moved by its own displacement, so an object whose pixels share one displacement arrives whole,
+      # wherever the network puts it; the floor it leaves (nothing lands there) is what is behind (the first
+      # frame, or with splat_fill the background plate) plus the residual's paint. All zero at initialisation:
+      # every pixel lands on itself (coverage 1), a still scene.
       flow = y[..., :2] * WARP_PIXELS
       carried, cover = splat(first, flow)
-      y = first[:, None] + y[..., 2:5] + jnp.clip(cover, 0.0, 1.0)[..., None] * (carried - first[:, None])
+      # With splat_fill, what shows where nothing landed is the background plate (the first frame with the
+      # pushed objects painted out) instead of the first frame: the floor a pushed object leaves is copied.
+      behind = conditioning.background_plate(cond.velocity_mask[:, 0], first) if self.splat_fill else first
+      covered = jnp.clip(cover, 0.0, 1.0)[..., None]
+      y = y[..., 2:5] + covered * carried + (1 - covered) * behind[:, None]
     elif self.output == "delta":
       y = y + first[:, None]
     if log_scale is not None:
