@@ -671,12 +671,11 @@ def test_splat_output_starts_still_and_carries_the_first_frame_forward():
       dit.VideoDiT(tiny(output="splat", **overrides).model, rngs=nnx.Rngs(0))
 
 
-def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_stood():
-  """model.warp_plate: x_0 also gets gate x (background plate - first frame). At init a still scene; with only
-  that gate at 1, every frame is the plate (the first frame with the pushed object painted out), and an
-  example without a velocity mask stays the first frame."""
-  cfg = tiny(output="warp", warp_plate=True)
-  assert dit.head_of(cfg.model) == ("linear", dit.WARP_CHANNELS + 1)
+def _plate_model_still_at_init(**model_overrides):
+  """(config, a fresh tiny model with those overrides, t = 0.5, a 2-example condition whose first example has
+  its blob pushed in frame 0's velocity mask and whose second has no mask), after checking that the fresh
+  model predicts the first frame in every frame."""
+  cfg = tiny(**model_overrides)
   model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
   batch = make_batch(b=2)
   mask = np.zeros(batch["cond"].velocity_mask.shape, np.float32)
@@ -685,6 +684,15 @@ def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_sto
   t = jnp.array([0.5, 0.5])
   out = model(batch["video"], t, cond)
   np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
+  return cfg, model, batch, cond, t
+
+
+def test_warp_plate_gate_copies_the_background_plate_where_the_pushed_object_stood():
+  """model.warp_plate: x_0 also gets gate x (background plate - first frame). At init a still scene; with only
+  that gate at 1, every frame is the plate (the first frame with the pushed object painted out), and an
+  example without a velocity mask stays the first frame."""
+  cfg, model, batch, cond, t = _plate_model_still_at_init(output="warp", warp_plate=True)
+  assert dit.head_of(cfg.model) == ("linear", dit.WARP_CHANNELS + 1)
   per_pixel = np.zeros((int(np.prod(cfg.model.patch)), dit.WARP_CHANNELS + 1), np.float32)
   per_pixel[:, 6] = 1.0
   model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
@@ -702,16 +710,8 @@ def test_splat_fill_shows_the_background_plate_where_nothing_lands():
   scene (every pixel lands on itself); with the first column of every patch moved 1 pixel right, the columns
   left empty show the plate (the first frame with the pushed blob painted out), covered pixels what landed, and
   an example without a velocity mask stays as without the fill."""
-  cfg = tiny(output="splat", splat_fill=True)
+  cfg, model, batch, cond, t = _plate_model_still_at_init(output="splat", splat_fill=True)
   assert dit.head_of(cfg.model) == ("linear", dit.SPLAT_CHANNELS)
-  model = dit.VideoDiT(cfg.model, rngs=nnx.Rngs(0))
-  batch = make_batch(b=2)
-  mask = np.zeros(batch["cond"].velocity_mask.shape, np.float32)
-  mask[0, 0][np.abs(np.asarray(batch["video"][0, 0]) + 0.5).max(-1) > 0.1] = (0.5, 0.0, 0.0)  # the blob, pushed
-  cond = batch["cond"].replace(velocity_mask=jnp.asarray(mask))
-  t = jnp.array([0.5, 0.5])
-  out = model(batch["video"], t, cond)
-  np.testing.assert_allclose(out, jnp.broadcast_to(cond.first_frame[:, None], out.shape), atol=1e-6)
   per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
   per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
   model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
