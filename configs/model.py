@@ -85,6 +85,10 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Output "splat" only: where nothing lands (the floor a pushed object leaves), the background plate shows
   # instead of the first frame (no gate: x_0 = residual + coverage x carried + (1 - coverage) x plate).
   m.splat_fill = False
+  # Output "splat" only: the residual is gated by what lands (x_0 = c x carried + (1 - c) x (behind + residual),
+  # c the coverage), so a pixel that lands whole is its frame-0 colour and the residual paints only the floor
+  # that nothing covers.
+  m.splat_gate = False
   # The clean-video prediction is mixed per pixel with the noisy input, by how unsure the network says it is
   # there (dit.denoise_skip: EDM's skip connection with a learned scale), so low-noise steps keep what x_t shows.
   m.denoise_skip = False

@@ -161,6 +161,10 @@ BUGS = [
      "first) if self.splat_fill else first", "first) if False else first", "tests/test_model.py -k splat_fill"),
     ("splat fill: the plate also behind covered pixels", "kinemask_jax/model/dit.py",
      "(1 - covered) * behind[:, None]", "behind[:, None] - covered * first[:, None]", "tests/test_model.py -k splat"),
+    ("splat gate: the residual not gated", "kinemask_jax/model/dit.py",
+     "residual = (1 - covered) * residual", "residual = residual", "tests/test_model.py -k splat_gate"),
+    ("splat gate: the residual gated by coverage, not by what is left", "kinemask_jax/model/dit.py",
+     "residual = (1 - covered) * residual", "residual = covered * residual", "tests/test_model.py -k splat_gate"),
     # The denoising skip (kinemask_jax/model/dit.py).
     ("skip reads x_t without undoing its (1 - t) scale", "kinemask_jax/model/dit.py",
      "s2 * (1 - tb) * (x_t - (1 - tb) * prediction)", "s2 * (1 - tb) * (x_t - prediction)",

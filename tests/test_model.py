@@ -730,6 +730,33 @@ def test_splat_fill_shows_the_background_plate_where_nothing_lands():
     dit.VideoDiT(tiny(output="warp", splat_fill=True).model, rngs=nnx.Rngs(0))
 
 
+def test_splat_gate_paints_the_residual_only_where_nothing_lands():
+  """model.splat_gate: x_0 = coverage x carried + (1 - coverage) x (first frame + residual). At init a still
+  scene; with the first column of every patch moved 1 pixel right and a residual of +0.3 everywhere, pixels that
+  land whole are exactly what landed (no paint), the columns left empty are the first frame + 0.3, and without
+  the gate the paint is everywhere."""
+  cfg, model, batch, cond, t = _plate_model_still_at_init(output="splat", splat_gate=True)
+  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
+  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
+  per_pixel[..., 2:5] = 0.3
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  x = jax.random.normal(jax.random.key(3), batch["video"].shape)
+  out, flow = model(x, t, cond, return_flow=True)
+  carried, cover = dit.splat(cond.first_frame, flow)
+  covered = np.asarray(jnp.minimum(cover, 1.0))[..., None]
+  first = np.asarray(cond.first_frame)[:, None]
+  np.testing.assert_allclose(out, covered * np.asarray(carried) + (1 - covered) * (first + 0.3), atol=1e-5)
+  whole, empty = covered[..., 0] > 0.999, covered[..., 0] < 0.001
+  assert whole.any() and empty.any()
+  np.testing.assert_allclose(np.asarray(out)[whole], np.asarray(carried)[whole], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out)[empty], np.broadcast_to(first + 0.3, out.shape)[empty], atol=1e-5)
+  without = dit.VideoDiT(tiny(output="splat").model, rngs=nnx.Rngs(0))
+  without.final.bias.value = model.final.bias.value
+  np.testing.assert_allclose(np.asarray(without(x, t, cond))[whole], np.asarray(carried)[whole] + 0.3, atol=1e-5)
+  with pytest.raises(ValueError, match="model.splat_gate"):
+    dit.VideoDiT(tiny(output="warp", splat_gate=True).model, rngs=nnx.Rngs(0))
+
+
 def test_denoise_skip_is_the_inverse_variance_mean_of_the_prediction_and_the_noisy_video():
   """dit.denoise_skip reads P (scale s) and x_t / (1 - t) (scale t / (1 - t)) as two measurements of x_0: their
   inverse-variance mean, P at t = 1, x_t at t = 0, and nearer x_t where P says it is less sure."""

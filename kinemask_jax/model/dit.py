@@ -248,6 +248,8 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
           f"gates the background plate into the warp output, so it needs model.output='warp', got {cfg.output!r}")
   require(not cfg.get("splat_fill", False) or cfg.output == "splat", "splat_fill",
           f"fills what the splat output leaves uncovered, so it needs model.output='splat', got {cfg.output!r}")
+  require(not cfg.get("splat_gate", False) or cfg.output == "splat", "splat_gate",
+          f"gates the splat output's residual by what lands, so it needs model.output='splat', got {cfg.output!r}")
   require(not cfg.get("denoise_skip", False) or (cfg.prediction == "x" and cfg.get("head", "linear") == "linear"),
           "denoise_skip", "mixes the noisy video into a clean-video prediction written by the linear head, so it "
           f"needs model.prediction='x' and model.head='linear', got {cfg.prediction!r} and {cfg.get('head')!r}")
@@ -276,6 +278,7 @@ class VideoDiT(nnx.Module):
     self.output = cfg.output
     self.warp_plate = bool(cfg.get("warp_plate", False))
     self.splat_fill = bool(cfg.get("splat_fill", False))
+    self.splat_gate = bool(cfg.get("splat_gate", False))
     self.denoise_skip = bool(cfg.get("denoise_skip", False))
     self.mask0_all = bool(cfg.mask0_all)
     self.push_geometry = bool(cfg.push_geometry)
@@ -406,7 +409,13 @@ class VideoDiT(nnx.Module):
       # pushed objects painted out) instead of the first frame: the floor a pushed object leaves is copied.
       behind = conditioning.background_plate(cond.velocity_mask[:, 0], first) if self.splat_fill else first
       covered = jnp.clip(cover, 0.0, 1.0)[..., None]
-      y = y[..., 2:5] + covered * carried + (1 - covered) * behind[:, None]
+      residual = y[..., 2:5]
+      if self.splat_gate:
+        # With splat_gate the residual paints only where nothing lands: x_0 = c x carried + (1 - c) x (behind +
+        # residual), so a pixel that lands whole (a still object, the floor, a moved object's body) is exactly
+        # its frame-0 colour, and the paint goes to the floor a moved object uncovers.
+        residual = (1 - covered) * residual
+      y = residual + covered * carried + (1 - covered) * behind[:, None]
     elif self.output == "delta":
       y = y + first[:, None]
     if log_scale is not None:
