@@ -260,7 +260,9 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
   np.testing.assert_allclose(float(total) - float(plain), expected, rtol=1e-5)
 
   config = train_configs.get_config("tiny", stage=1)
-  assert config.model.output == "warp"  # the tiny recipe's (configs/train.py)
+  # the tiny recipe's (configs/train.py): the gated splat with the floor weighted
+  assert (config.model.output, config.model.splat_gate, config.diffusion.flow_background_weight) == ("splat", True, 1.0)
+  config.model.splat_gate, config.diffusion.flow_background_weight = False, 0.0
   config.model.output = "delta"
   raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
   assert "flow" not in curriculum.model_batch(raw, 0, jax.random.key(0), config)[0]
