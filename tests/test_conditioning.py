@@ -167,7 +167,8 @@ def test_object_weight_scales_the_error_on_object_pixels_only():
 
 def test_the_training_batch_carries_the_object_weight_only_when_asked(tiny_examples):
   config = train_configs.get_config("tiny", stage=1)
-  config.model.output = "delta"  # no displacement loss: the two losses differ by the object weight alone
+  # no displacement loss: the two losses differ by the object weight alone (the recipe's gate is the splat's)
+  config.model.output, config.model.splat_gate = "delta", False
   raw = _raw(tiny_examples[:2], text.Tokenizer.from_config(config.model.text))
   batch, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
   assert "pixel_weight" not in batch  # the default: every pixel weighs 1

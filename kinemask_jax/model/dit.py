@@ -249,7 +249,8 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   require(not cfg.get("splat_fill", False) or cfg.output == "splat", "splat_fill",
           f"fills what the splat output leaves uncovered, so it needs model.output='splat', got {cfg.output!r}")
   require(not cfg.get("splat_gate", False) or cfg.output == "splat", "splat_gate",
-          f"gates the splat output's residual by what lands, so it needs model.output='splat', got {cfg.output!r}")
+          f"gates the splat output's residual by what lands, so it needs model.output='splat', got {cfg.output!r} "
+          "(with another output set model.splat_gate=False; the tiny recipe turns it on)")
   require(not cfg.get("denoise_skip", False) or (cfg.prediction == "x" and cfg.get("head", "linear") == "linear"),
           "denoise_skip", "mixes the noisy video into a clean-video prediction written by the linear head, so it "
           f"needs model.prediction='x' and model.head='linear', got {cfg.prediction!r} and {cfg.get('head')!r}")
