@@ -658,17 +658,25 @@ def test_splat_output_starts_still_and_carries_the_first_frame_forward():
   # The first column of every patch moved 1 pixel right, onto the second: there two pixels land (coverage 2,
   # counted as 1: the output is what landed, not twice the change), the first column is left empty (coverage 0:
   # the first frame, residual 0).
-  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
-  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
-  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
-  out, flow = model(x, t, cond, return_flow=True)
-  carried, cover = dit.splat(cond.first_frame, flow)
+  out, carried, cover = _first_columns_moved_right(cfg, model, x, t, cond)
   assert float(cover.max()) > 1.5 and float(cover.min()) < 0.5
   np.testing.assert_allclose(out, cond.first_frame[:, None] + jnp.minimum(cover, 1.0)[..., None]
                              * (carried - cond.first_frame[:, None]), atol=1e-5)
   for overrides in (dict(head="conv"), dict(prediction="v")):
     with pytest.raises(ValueError, match="model.output"):
       dit.VideoDiT(tiny(output="splat", **overrides).model, rngs=nnx.Rngs(0))
+
+
+def _first_columns_moved_right(cfg, model, x, t, cond, residual=0.0):
+  """Sets a splat model's head bias so that the first column of every patch moves 1 pixel right (every other
+  pixel stays) with `residual` in the residual channels, and runs it: (x_0, what landed, coverage)."""
+  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
+  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
+  per_pixel[..., 2:5] = residual
+  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
+  out, flow = model(x, t, cond, return_flow=True)
+  carried, cover = dit.splat(cond.first_frame, flow)
+  return out, carried, cover
 
 
 def _plate_model_still_at_init(**model_overrides):
@@ -712,12 +720,8 @@ def test_splat_fill_shows_the_background_plate_where_nothing_lands():
   an example without a velocity mask stays as without the fill."""
   cfg, model, batch, cond, t = _plate_model_still_at_init(output="splat", splat_fill=True)
   assert dit.head_of(cfg.model) == ("linear", dit.SPLAT_CHANNELS)
-  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
-  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
-  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
   x = jax.random.normal(jax.random.key(3), batch["video"].shape)
-  out, flow = model(x, t, cond, return_flow=True)
-  carried, cover = dit.splat(cond.first_frame, flow)
+  out, carried, cover = _first_columns_moved_right(cfg, model, x, t, cond)
   covered = np.asarray(jnp.minimum(cover, 1.0))[..., None]
   plate = np.asarray(conditioning.background_plate(cond.velocity_mask[:, 0], cond.first_frame))
   np.testing.assert_allclose(out, covered * np.asarray(carried) + (1 - covered) * plate[:, None], atol=1e-5)
@@ -736,13 +740,8 @@ def test_splat_gate_paints_the_residual_only_where_nothing_lands():
   land whole are exactly what landed (no paint), the columns left empty are the first frame + 0.3, and without
   the gate the paint is everywhere."""
   cfg, model, batch, cond, t = _plate_model_still_at_init(output="splat", splat_gate=True)
-  per_pixel = np.zeros(tuple(cfg.model.patch) + (dit.SPLAT_CHANNELS,), np.float32)
-  per_pixel[:, :, 0, 0] = 1.0 / dit.WARP_PIXELS
-  per_pixel[..., 2:5] = 0.3
-  model.final.bias.value = jnp.asarray(per_pixel.reshape(-1))
   x = jax.random.normal(jax.random.key(3), batch["video"].shape)
-  out, flow = model(x, t, cond, return_flow=True)
-  carried, cover = dit.splat(cond.first_frame, flow)
+  out, carried, cover = _first_columns_moved_right(cfg, model, x, t, cond, residual=0.3)
   covered = np.asarray(jnp.minimum(cover, 1.0))[..., None]
   first = np.asarray(cond.first_frame)[:, None]
   np.testing.assert_allclose(out, covered * np.asarray(carried) + (1 - covered) * (first + 0.3), atol=1e-5)
