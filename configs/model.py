@@ -89,6 +89,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # c the coverage), so a pixel that lands whole is its frame-0 colour and the residual paints only the floor
   # that nothing covers.
   m.splat_gate = False
+  # Output "splat" only: each pushed object's frame-0 pixels (frame 0's velocity mask) share one displacement
+  # per frame, the mean of the network's over them (dit.rigid_pushed): the pushed object moves whole.
+  m.splat_rigid = False
   # The clean-video prediction is mixed per pixel with the noisy input, by how unsure the network says it is
   # there (dit.denoise_skip: EDM's skip connection with a learned scale), so low-noise steps keep what x_t shows.
   m.denoise_skip = False

@@ -165,6 +165,13 @@ BUGS = [
      "residual = (1 - covered) * residual", "residual = residual", "tests/test_model.py -k splat_gate"),
     ("splat gate: the residual gated by coverage, not by what is left", "kinemask_jax/model/dit.py",
      "residual = (1 - covered) * residual", "residual = covered * residual", "tests/test_model.py -k splat_gate"),
+    ("splat rigid: the shared displacement never applied", "kinemask_jax/model/dit.py",
+     "flow = rigid_pushed(flow, cond.velocity_mask[:, 0])", "flow = flow", "tests/test_model.py -k rigid"),
+    ("splat rigid: objects pushed at different velocities pooled together", "kinemask_jax/model/dit.py",
+     "member = remaining & (jnp.abs(m - key[:, None, None]).max(-1) <= 1e-6)", "member = remaining",
+     "tests/test_model.py -k rigid"),
+    ("splat rigid: a grouped object is never taken off the remaining pixels", "kinemask_jax/model/dit.py",
+     "remaining = remaining & ~member", "remaining = remaining", "tests/test_model.py -k rigid"),
     # The denoising skip (kinemask_jax/model/dit.py).
     ("skip reads x_t without undoing its (1 - t) scale", "kinemask_jax/model/dit.py",
      "s2 * (1 - tb) * (x_t - (1 - tb) * prediction)", "s2 * (1 - tb) * (x_t - prediction)",

@@ -756,6 +756,62 @@ def test_splat_gate_paints_the_residual_only_where_nothing_lands():
     dit.VideoDiT(tiny(output="warp", splat_gate=True).model, rngs=nnx.Rngs(0))
 
 
+def test_rigid_pushed_gives_each_pushed_object_the_mean_of_its_displacements():
+  """dit.rigid_pushed: the pixels of each pushed object (nonzero frame-0 mask pixels sharing one mask velocity)
+  get, per frame, the mean of their displacements; two objects pushed at different velocities get their own
+  means; every other pixel, and an example without a mask, keeps its own; past `groups` objects the rest
+  keep theirs."""
+  flow = np.asarray(jax.random.normal(jax.random.key(0), (2, 3, 6, 6, 2)))
+  mask0 = np.zeros((2, 6, 6, 3), np.float32)
+  a, b = np.zeros((6, 6), bool), np.zeros((6, 6), bool)
+  a[1:3, 1:4] = True
+  b[4:6, 3:6] = True
+  mask0[0][a] = (0.5, 0.0, 0.1)
+  mask0[0][b] = (0.0, -0.25, 0.1)
+  out = np.asarray(dit.rigid_pushed(jnp.asarray(flow), jnp.asarray(mask0)))
+  for obj in (a, b):
+    np.testing.assert_allclose(out[0][:, obj], np.broadcast_to(flow[0][:, obj].mean(1, keepdims=True),
+                                                               out[0][:, obj].shape), atol=1e-6)
+  assert not np.allclose(out[0][:, a].mean(1), out[0][:, b].mean(1))
+  rest = ~(a | b)
+  np.testing.assert_array_equal(out[0][:, rest], flow[0][:, rest])
+  np.testing.assert_array_equal(out[1], flow[1])
+  one = np.asarray(dit.rigid_pushed(jnp.asarray(flow), jnp.asarray(mask0), groups=1))
+  np.testing.assert_allclose(one[0][:, a], out[0][:, a], atol=1e-6)  # a's first pixel comes first
+  np.testing.assert_array_equal(one[0][:, b], flow[0][:, b])
+
+
+def test_splat_rigid_moves_the_pushed_object_by_one_displacement():
+  """model.splat_rigid: with the first column of every patch moved 1 pixel right, the pushed blob's pixels all
+  get the mean displacement (a fraction of a pixel, the same for each) while without the option they move 1 or
+  0 pixels; the example without a mask, and every pixel outside the blob, are as without the option; a config
+  with another output is refused naming the field."""
+  cfg, model, batch, cond, t = _plate_model_still_at_init(output="splat", splat_gate=True, splat_rigid=True)
+  x = jax.random.normal(jax.random.key(3), batch["video"].shape)
+  out, carried, cover = _first_columns_moved_right(cfg, model, x, t, cond)
+  _, flow = model(x, t, cond, return_flow=True)
+  without = dit.VideoDiT(tiny(output="splat", splat_gate=True).model, rngs=nnx.Rngs(0))
+  without.final.bias.value = model.final.bias.value
+  out_free, flow_free = without(x, t, cond, return_flow=True)
+  flow, flow_free = np.asarray(flow), np.asarray(flow_free)
+  blob = np.abs(np.asarray(cond.velocity_mask[0, 0])).sum(-1) > 0
+  assert blob.any() and (~blob).any()
+  moved = flow_free[0][:, blob, 0]
+  assert moved.min() == 0.0 and moved.max() == pytest.approx(1.0)
+  np.testing.assert_allclose(flow[0][:, blob, 0], np.broadcast_to(moved.mean(1, keepdims=True), moved.shape),
+                             atol=1e-5)
+  assert 0.0 < moved.mean() < 1.0
+  np.testing.assert_array_equal(flow[0][:, ~blob], flow_free[0][:, ~blob])
+  np.testing.assert_array_equal(flow[1], flow_free[1])
+  np.testing.assert_allclose(out[1], out_free[1], atol=1e-6)
+  covered = np.asarray(jnp.minimum(cover, 1.0))[..., None]  # the image is the splat of the shared displacement
+  np.testing.assert_allclose(out, covered * np.asarray(carried) + (1 - covered) * np.asarray(cond.first_frame)[:, None],
+                             atol=1e-5)
+  assert not np.allclose(out[0], out_free[0], atol=1e-3)
+  with pytest.raises(ValueError, match="model.splat_rigid"):
+    dit.VideoDiT(tiny(output="warp", splat_rigid=True).model, rngs=nnx.Rngs(0))
+
+
 def test_denoise_skip_is_the_inverse_variance_mean_of_the_prediction_and_the_noisy_video():
   """dit.denoise_skip reads P (scale s) and x_t / (1 - t) (scale t / (1 - t)) as two measurements of x_0: their
   inverse-variance mean, P at t = 1, x_t at t = 0, and nearer x_t where P says it is less sure."""

@@ -215,6 +215,35 @@ def splat(image: Array, flow: Array) -> tuple[Array, Array]:
   return jax.vmap(per_frame)(image.astype(jnp.float32), flow.astype(jnp.float32))
 
 
+# model.splat_rigid: how many pushed objects (distinct velocities in frame 0's mask) get one shared displacement;
+# the pixels of any further ones keep their own.
+RIGID_GROUPS = 4
+
+
+def rigid_pushed(flow: Array, mask0: Array, groups: int = RIGID_GROUPS) -> Array:
+  """flow [B,T,H,W,2] with every pushed object's frame-0 pixels given one displacement per frame, the mean of
+  theirs: a pushed object is carried whole (a rigid translation) instead of spread along its track. The pushed
+  objects are read from frame 0's velocity mask [B,H,W,3]: a pushed object's pixels are the nonzero ones that
+  share its mask velocity exactly (the mask is drawn from one velocity per object), up to `groups` objects per
+  example (taken in raster order of their first pixel; pixels of any further ones keep their own
+  displacement). Pixels outside the mask, and every pixel of an example whose mask is absent (all zero),
+  keep theirs."""
+  m = mask0.astype(jnp.float32)
+  remaining = jnp.abs(m).sum(-1) > 0  # [B,H,W]
+  b, h, w = remaining.shape
+  out = flow
+  for _ in range(groups):
+    flat = remaining.reshape(b, -1)
+    first = jnp.argmax(flat, axis=1)  # the first pushed pixel not yet grouped (0 when none is left)
+    key = jnp.take_along_axis(m.reshape(b, -1, 3), first[:, None, None], axis=1)[:, 0]  # [B,3]
+    member = remaining & (jnp.abs(m - key[:, None, None]).max(-1) <= 1e-6)  # [B,H,W]
+    weight = member.astype(jnp.float32)[:, None, ..., None]  # [B,1,H,W,1]
+    mean = (flow * weight).sum((2, 3), keepdims=True) / jnp.maximum(weight.sum((2, 3), keepdims=True), 1.0)
+    out = jnp.where(weight > 0, mean, out)
+    remaining = remaining & ~member
+  return out
+
+
 def control_blocks(cfg) -> int:
   """How many ControlNet blocks a `model` config builds: `n_control` under `control="controlnet"`, else 0."""
   return cfg.n_control if cfg.control == "controlnet" else 0
@@ -251,6 +280,9 @@ def check_config(cfg, video_thw: tuple[int, int, int] | None = None) -> None:
   require(not cfg.get("splat_gate", False) or cfg.output == "splat", "splat_gate",
           f"gates the splat output's residual by what lands, so it needs model.output='splat', got {cfg.output!r} "
           "(with another output set model.splat_gate=False; the tiny recipe turns it on)")
+  require(not cfg.get("splat_rigid", False) or cfg.output == "splat", "splat_rigid",
+          f"gives each pushed object one displacement in the splat output, so it needs model.output='splat', "
+          f"got {cfg.output!r}")
   require(not cfg.get("denoise_skip", False) or (cfg.prediction == "x" and cfg.get("head", "linear") == "linear"),
           "denoise_skip", "mixes the noisy video into a clean-video prediction written by the linear head, so it "
           f"needs model.prediction='x' and model.head='linear', got {cfg.prediction!r} and {cfg.get('head')!r}")
@@ -280,6 +312,7 @@ class VideoDiT(nnx.Module):
     self.warp_plate = bool(cfg.get("warp_plate", False))
     self.splat_fill = bool(cfg.get("splat_fill", False))
     self.splat_gate = bool(cfg.get("splat_gate", False))
+    self.splat_rigid = bool(cfg.get("splat_rigid", False))
     self.denoise_skip = bool(cfg.get("denoise_skip", False))
     self.mask0_all = bool(cfg.mask0_all)
     self.push_geometry = bool(cfg.push_geometry)
@@ -405,6 +438,9 @@ class VideoDiT(nnx.Module):
       # frame, or with splat_fill the background plate) plus the residual's paint. All zero at initialisation:
       # every pixel lands on itself (coverage 1), a still scene.
       flow = y[..., :2] * WARP_PIXELS
+      if self.splat_rigid:
+        # With splat_rigid each pushed object's frame-0 pixels move together, by the mean of their displacements.
+        flow = rigid_pushed(flow, cond.velocity_mask[:, 0])
       carried, cover = splat(first, flow)
       # With splat_fill, what shows where nothing landed is the background plate (the first frame with the
       # pushed objects painted out) instead of the first frame: the floor a pushed object leaves is copied.
