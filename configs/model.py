@@ -91,6 +91,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.splat_gate = False
   # Output "splat" only: each pushed object's frame-0 pixels (frame 0's velocity mask) share one displacement
   # per frame, the mean of the network's over them (dit.rigid_pushed): the pushed object moves whole.
+  # Off: at full length on the tiny recipe it lowered the motion error but also stillness, causality and PSNR
+  # (README, Ablation, 2026-12-07).
   m.splat_rigid = False
   # The clean-video prediction is mixed per pixel with the noisy input, by how unsure the network says it is
   # there (dit.denoise_skip: EDM's skip connection with a learned scale), so low-noise steps keep what x_t shows.
