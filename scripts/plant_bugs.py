@@ -172,6 +172,14 @@ BUGS = [
      "tests/test_model.py -k rigid"),
     ("splat rigid: a grouped object is never taken off the remaining pixels", "kinemask_jax/model/dit.py",
      "remaining = remaining & ~member", "remaining = remaining", "tests/test_model.py -k rigid"),
+    # The evaluation's pixel error by region (kinemask_jax/evaluation/metrics.py).
+    ("regions: still and moving objects swapped", "kinemask_jax/evaluation/metrics.py", "moving = moving_ids[ids] & ~background",
+     "moving = ~moving_ids[ids] & ~background", "tests/test_tracking.py -k region"),
+    ("regions: the uncovered floor judged by the current frame", "kinemask_jax/evaluation/metrics.py", "under0 = c.truth_ids[0] > 0",
+     "under0 = c.truth_ids[-1] > 0", "tests/test_tracking.py -k region"),
+    ("regions: frame 0 counted", "kinemask_jax/evaluation/metrics.py", "ids = c.truth_ids[c.frames]", "ids = c.truth_ids[1:][::-1]", "tests/test_tracking.py -k region"),
+    ("regions: pooled as a mean of per-video means", "kinemask_jax/evaluation/metrics.py", "_region_error(\"moving\"), _ratio)",
+     "_region_error(\"moving\"), lambda p: float(np.mean([a / max(b, 1) for a, b in p])))", "tests/test_tracking.py -k region"),
     # The denoising skip (kinemask_jax/model/dit.py).
     ("skip reads x_t without undoing its (1 - t) scale", "kinemask_jax/model/dit.py",
      "s2 * (1 - tb) * (x_t - (1 - tb) * prediction)", "s2 * (1 - tb) * (x_t - prediction)",

@@ -161,3 +161,65 @@ def test_threaded_scoring_keeps_each_video_with_its_example(tiny_examples):
       np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
   # The order matters: the scores of the videos differ.
   assert len({round(float(np.nanmean(s["motion_error_px"])), 4) for s in serial}) > 1
+
+
+def test_region_errors_split_the_pixel_error_by_what_the_simulator_shows(tiny_examples):
+  """The four regions cover every pixel of frames 1.. once and their pooled errors weight back to the whole
+  video's error; paint put on pixels chosen from the simulator's ids and centroids (not from the regions) shows
+  up in the one region it belongs to."""
+  threshold = 0.04 * tiny_examples[0]["video"].shape[2]
+  keys = [f"error_{name}" for name in metrics.REGIONS]
+  painted = {name: 0 for name in metrics.REGIONS}
+
+  def errors(video, e):
+    scores = metrics.score_video(video, e, threshold)
+    return {name: scores[f"error_{name}"][0] for name in metrics.REGIONS}
+
+  for e in tiny_examples:
+    truth = np.asarray(e["video"])
+    ids = np.asarray(e["instance_ids"])
+    n = int(e["num_objects"])
+    regions = metrics.regions(metrics.compare(truth, e, threshold))
+    assert (sum(r.astype(int) for r in regions.values()) == 1).all()
+    assert all(v == 0.0 for v in errors(truth, e).values())
+    changed0 = truth.copy()
+    changed0[0] = 255 - changed0[0]  # frame 0 is the given image: it never counts
+    assert all(v == 0.0 for v in errors(changed0, e).values())
+    copy = baselines.copy_first_frame(e)
+    scores = metrics.score_video(copy, e, threshold)
+    total = np.abs(copy[1:].astype(float) - truth[1:].astype(float)).sum()
+    assert sum(scores[k][0] for k in keys) == pytest.approx(total)
+    assert sum(scores[k][1] for k in keys) == copy[1:].size
+    # Independently of the regions: which objects the simulator moves, from its centroids.
+    shown = e["visible"][:, :n] & e["visible"][:1, :n]
+    travel = np.where(shown, np.linalg.norm(e["centroid_px"][:, :n] - e["centroid_px"][:1, :n], axis=-1), 0.0)
+    for k in range(n):
+      t = int(np.argmax(travel[:, k]))
+      if travel[:, k].max() > 2 * threshold and t > 0:
+        cases = [("moving", ids[t] == k + 1), ("uncovered", (ids[0] == k + 1) & (ids[t] == 0))]
+      elif travel[:, k].max() < 0.5 * threshold and e["visible"][:, k].all():
+        t = truth.shape[0] - 1
+        cases = [("still", ids[t] == k + 1)]
+      else:
+        continue
+      for name, where in cases:
+        if where.sum() < 2:
+          continue
+        video = truth.copy()
+        video[t][where] = 255 - video[t][where]
+        got = errors(video, e)
+        assert got[name] > 0 and all(got[other] == 0.0 for other in metrics.REGIONS if other != name), (name, got)
+        painted[name] += 1
+    floor = (ids == 0).all(0)
+    video = truth.copy()
+    video[1:, floor] = 255 - video[1:, floor]
+    got = errors(video, e)
+    assert got["floor"] > 0 and got["still"] == got["moving"] == got["uncovered"] == 0.0
+    painted["floor"] += 1
+  assert all(painted.values()), painted
+  # Pooled over the split: pixel-weighted, so a region's number is its mean over every pixel of the split.
+  copies = [metrics.score_video(baselines.copy_first_frame(e), e, threshold) for e in tiny_examples]
+  summary = metrics.summarize(copies)
+  num = sum(s["error_moving"][0] for s in copies)
+  den = sum(s["error_moving"][1] for s in copies)
+  assert summary["error_moving"] == pytest.approx(num / den) and summary["error_moving"] > summary["error_floor"]

@@ -99,8 +99,9 @@ class Comparison:
   video, truth_video uint8 [T,H,W,3]; tracks (tracking.Tracks of the video's objects, by frame 0's masks);
   truth_centroid [T,N,2], truth_visible [T,N], truth_area [T,N]; per object [N]: trackable (visible and
   coloured in frame 0), controlled (pushed), hit (in a collision and moved by the simulator), others
-  (trackable, never hit, not pushed), moved (moved in the generated video); centroid [T,N,2] (the tracked
-  centroid carried over frames where the object is not found)."""
+  (trackable, never hit, not pushed), moved (moved in the generated video), truth_moved (moved by the
+  simulator, any object); centroid [T,N,2] (the tracked centroid carried over frames where the object is not
+  found); truth_ids [T,H,W] (the simulator's instance ids: 0 background, k + 1 object k)."""
   video: np.ndarray
   truth_video: np.ndarray
   tracks: tracking.Tracks
@@ -112,7 +113,9 @@ class Comparison:
   hit: np.ndarray
   others: np.ndarray
   moved: np.ndarray
+  truth_moved: np.ndarray
   centroid: np.ndarray
+  truth_ids: np.ndarray
 
   @property
   def frames(self) -> np.ndarray:
@@ -158,11 +161,13 @@ def compare(video: np.ndarray, example: dict, move_threshold_px: float) -> Compa
   gen_c = carry_forward(tr.centroid, tr.found)
   gen_disp, truth_disp = _displacements(gen_c, truth_c, truth_vis)
   moved = np.linalg.norm(gen_disp, axis=-1).max(0) > move_threshold_px
+  truth_moved = np.linalg.norm(truth_disp, axis=-1).max(0) > move_threshold_px
   # "Hit": in a collision and moved by the simulator; objects merely touched count in neither class.
-  hit = collided & (np.linalg.norm(truth_disp, axis=-1).max(0) > move_threshold_px)
+  hit = collided & truth_moved
   return Comparison(video=np.asarray(video), truth_video=truth_video, tracks=tr, truth_centroid=truth_c,
                     truth_visible=truth_vis, truth_area=truth_area, trackable=trackable, controlled=controlled,
-                    hit=hit, others=trackable & ~controlled & ~collided, moved=moved, centroid=gen_c)
+                    hit=hit, others=trackable & ~controlled & ~collided, moved=moved, truth_moved=truth_moved,
+                    centroid=gen_c, truth_ids=ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +280,33 @@ def _fragmented(c: Comparison) -> tuple[int, int]:
   return int((pieces[c.both] > 1).sum()), int(c.shown.sum())
 
 
+REGIONS = ("floor", "still", "moving", "uncovered")
+
+
+def regions(c: Comparison) -> dict[str, np.ndarray]:
+  """The simulator's frames 1.. split into four disjoint regions that cover every pixel, bool [T-1,H,W] by
+  name (REGIONS): "floor", background there and in frame 0; "still", objects the simulator does not move
+  (by more than the move threshold); "moving", objects it moves, where it shows them; "uncovered", background
+  that an object covered in frame 0 (the floor a moving object leaves)."""
+  ids = c.truth_ids[c.frames]
+  background = ids == 0
+  under0 = c.truth_ids[0] > 0
+  moving_ids = np.concatenate([[False], c.truth_moved])  # by id: 0 is the background
+  moving = moving_ids[ids] & ~background
+  return dict(floor=background & ~under0[None], still=~background & ~moving, moving=moving,
+              uncovered=background & under0[None])
+
+
+def _region_error(name: str) -> Callable[[Comparison], tuple[float, int]]:
+  """Per video: (sum over the region's pixels and channels of |video - simulator| in 0-255 levels, number of
+  values), pooled by _ratio into the mean over every pixel of the region in the split."""
+  def per_video(c: Comparison) -> tuple[float, int]:
+    err = np.abs(c.video[c.frames].astype(np.float64) - c.truth_video[c.frames].astype(np.float64))
+    inside = regions(c)[name]
+    return float(err[inside].sum()), int(inside.sum()) * err.shape[-1]
+  return per_video
+
+
 for _metric in (
     Metric("motion_error_px", "motion err px", "{:.2f}", "Motion error: the controlled object's tracked centroid "
            "against the simulator's, pixels, mean over frames 1.. (an object never found counts as one image "
@@ -304,6 +336,13 @@ for _metric in (
     Metric("psnr", "PSNR", "{:.2f}", "PSNR, SSIM over frames 1.. against the simulator's render.", True,
            lambda c: psnr(c.video, c.truth_video), _mean),
     Metric("ssim", "SSIM", "{:.3f}", "", True, lambda c: ssim(c.video, c.truth_video), _mean),
+    Metric("error_floor", "err floor", "{:.1f}", "Err floor / still / moving / uncovered: mean |video - "
+           "simulator| (0-255 levels, frames 1..) over the floor that stays floor, the objects the simulator "
+           "leaves still, the objects it moves (where it shows them) and the floor an object uncovers.", False,
+           _region_error("floor"), _ratio),
+    Metric("error_still", "err still", "{:.1f}", "", False, _region_error("still"), _ratio),
+    Metric("error_moving", "err moving", "{:.1f}", "", False, _region_error("moving"), _ratio),
+    Metric("error_uncovered", "err uncovered", "{:.1f}", "", False, _region_error("uncovered"), _ratio),
 ):
   register(_metric)
 
