@@ -84,6 +84,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   m.warp_plate = False
   # Output "splat" only: where nothing lands (the floor a pushed object leaves), the background plate shows
   # instead of the first frame (no gate: x_0 = residual + coverage x carried + (1 - coverage) x plate).
+  # Off: at full length with the tiny recipe's gate it beat the shipped weights on motion error, stillness,
+  # causality and fragmented, but hit F1 fell on one noise draw (README, Ablation, 2026-12-07).
   m.splat_fill = False
   # Output "splat" only: the residual is gated by what lands (x_0 = c x carried + (1 - c) x (behind + residual),
   # c the coverage), so a pixel that lands whole is its frame-0 colour and the residual paints only the floor
