@@ -12,6 +12,7 @@ of every per-video average.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -135,6 +136,14 @@ class Comparison:
   def displacement(self) -> tuple[np.ndarray, np.ndarray]:
     """(generated, simulated) displacement from frame 0 [T,N,2] (0 where unknown / not visible)."""
     return _displacements(self.centroid, self.truth_centroid, self.truth_visible)
+
+  @functools.cached_property
+  def region_error_sums(self) -> dict[str, tuple[float, int]]:
+    """Per region of `regions` (REGIONS): (sum over its pixels and channels of |video - simulator| in 0-255
+    levels, number of values), computed once for the four region metrics."""
+    err = np.abs(self.video[self.frames].astype(np.float64) - self.truth_video[self.frames].astype(np.float64))
+    return {name: (float(err[inside].sum()), int(inside.sum()) * err.shape[-1])
+            for name, inside in regions(self).items()}
 
 
 def _displacements(centroid, truth_centroid, truth_visible) -> tuple[np.ndarray, np.ndarray]:
@@ -298,13 +307,9 @@ def regions(c: Comparison) -> dict[str, np.ndarray]:
 
 
 def _region_error(name: str) -> Callable[[Comparison], tuple[float, int]]:
-  """Per video: (sum over the region's pixels and channels of |video - simulator| in 0-255 levels, number of
-  values), pooled by _ratio into the mean over every pixel of the region in the split."""
-  def per_video(c: Comparison) -> tuple[float, int]:
-    err = np.abs(c.video[c.frames].astype(np.float64) - c.truth_video[c.frames].astype(np.float64))
-    inside = regions(c)[name]
-    return float(err[inside].sum()), int(inside.sum()) * err.shape[-1]
-  return per_video
+  """Per video: the region's (error sum, number of values) of Comparison.region_error_sums, pooled by _ratio
+  into the mean over every pixel of the region in the split."""
+  return lambda c: c.region_error_sums[name]
 
 
 for _metric in (
