@@ -86,6 +86,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # instead of the first frame (no gate: x_0 = residual + coverage x carried + (1 - coverage) x plate).
   # Off: at full length with the tiny recipe's gate it beat the shipped weights on motion error, stillness,
   # causality and fragmented, but hit F1 fell on one noise draw (README, Ablation, 2026-12-07).
+  # With splat_rigid as well: the lowest motion error yet, but hit F1 and causality fell (same section).
   m.splat_fill = False
   # Output "splat" only: the residual is gated by what lands (x_0 = c x carried + (1 - c) x (behind + residual),
   # c the coverage), so a pixel that lands whole is its frame-0 colour and the residual paints only the floor
@@ -94,7 +95,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Output "splat" only: each pushed object's frame-0 pixels (frame 0's velocity mask) share one displacement
   # per frame, the mean of the network's over them (dit.rigid_pushed): the pushed object moves whole.
   # Off: at full length on the tiny recipe it lowered the motion error but also stillness, causality and PSNR
-  # (README, Ablation, 2026-12-07).
+  # (README, Ablation, 2026-12-07); with splat_fill as well, hit F1 and causality fell (same section).
   m.splat_rigid = False
   # The clean-video prediction is mixed per pixel with the noisy input, by how unsure the network says it is
   # there (dit.denoise_skip: EDM's skip connection with a learned scale), so low-noise steps keep what x_t shows.
