@@ -148,6 +148,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # floor in frame 0), object pixels 1.
   # Off: 0.25 gained 0.3 px of motion error at tiny's short length but none at full length (README, "Ablation").
   d.flow_background_weight = 0.0
+  # Within that loss, the pixels of objects that are not pushed (hit or staying) weigh 1 + flow_other_weight
+  # (diffusion.object_flow): more of the loss on whether the neighbours move. Off; screened in README "Ablation".
+  d.flow_other_weight = 0.0
   d.sampler = "euler"  # or "heun"
   d.num_steps = 25
   d.time_shift = 1.0

@@ -208,6 +208,16 @@ def test_object_flow_points_each_object_pixel_back_to_where_it_was_in_frame_0():
   floor = (ids == 0) & (ids[:, :1] == 0)
   np.testing.assert_array_equal(weight_b, weight + 0.25 * floor)
   assert weight_b[0, 1, 1, 1] == 0 and weight_b[0, 2, 4, 2] == 0 and weight_b[0, 1, 0, 0] == 0.25
+  # flow_other_weight: object 1 pushed, objects 2 and 3 not: object 2's pixels (frame 0) weigh 1 + 3, object 1's
+  # and the floor's are unchanged; the targets are unchanged.
+  pushed = jnp.asarray([[True, False, False]])
+  target_o, weight_o = (np.asarray(a) for a in diffusion.object_flow(jnp.asarray(ids), 3, 0.25, controlled=pushed,
+                                                                     other_weight=3.0))
+  np.testing.assert_array_equal(target_o, target)
+  np.testing.assert_array_equal(weight_o, weight_b + 3.0 * (ids == 2) * weight)
+  assert weight_o[0, 0, 5, 7] == 4.0 and weight_o[0, 1, 1, 4] == 1.0
+  with pytest.raises(ValueError, match="controlled"):
+    diffusion.object_flow(jnp.asarray(ids), 3, other_weight=1.0)
 
 
 def test_forward_object_flow_sends_each_frame_0_object_pixel_where_its_object_goes():
@@ -231,6 +241,14 @@ def test_forward_object_flow_sends_each_frame_0_object_pixel_where_its_object_go
   assert np.abs(target[0, 1:][:, ~first]).max() == 0
   _, weight_b = (np.asarray(a) for a in diffusion.object_flow(jnp.asarray(ids), 3, 0.25, forward=True))
   np.testing.assert_array_equal(weight_b, weight + 0.25 * (ids[:, :1] == 0))
+  # flow_other_weight: with object 2 pushed, object 1 (not pushed) weighs 1 + 2 wherever it is taught; with object
+  # 1 pushed, nothing it teaches changes (object 2 is gone after frame 0, so it is taught in frame 0 only).
+  for pushed, scale in (([False, True, False], 3.0), ([True, False, False], 1.0)):
+    target_o, weight_o = (np.asarray(a) for a in diffusion.object_flow(
+        jnp.asarray(ids), 3, 0.25, forward=True, controlled=jnp.asarray([pushed]), other_weight=2.0))
+    np.testing.assert_array_equal(target_o, target)
+    np.testing.assert_array_equal(weight_o[0, 1:], weight_b[0, 1:] + (scale - 1.0) * weight[0, 1:])
+  assert weight_o[0, 0, 5, 7] == 3.0 and weight_o[0, 0, 1, 1] == 1.0  # frame 0: object 2 not pushed, object 1 is
 
 
 def _warp_model_and_one_moved_pixel():
@@ -282,6 +300,13 @@ def test_the_flow_loss_is_the_displacement_error_on_object_pixels(tiny_examples)
   expected_flow = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2], 0.5)
   np.testing.assert_array_equal(weighted["flow"][1], expected_flow[1])
   assert float(weighted["flow"][1].sum()) > float(batch["flow"][1].sum())
+  config.diffusion.flow_other_weight = 2.0  # the objects not pushed weigh 3 within the flow loss
+  others, _ = curriculum.model_batch(raw, 0, jax.random.key(0), config)
+  expected_flow = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2], 0.5,
+                                        controlled=raw["moving_at_start"], other_weight=2.0)
+  np.testing.assert_array_equal(others["flow"][1], expected_flow[1])
+  assert float(others["flow"][1].sum()) > float(weighted["flow"][1].sum())
+  config.diffusion.flow_other_weight = 0.0
   config.diffusion.flow_background_weight = 0.0
   assert float(batch["flow"][1][:, 1:].sum()) > 0
   _, parts = video.task(config, prepare=False).loss(VideoDiT(config.model, rngs=nnx.Rngs(0)), batch,

@@ -155,7 +155,8 @@ def flow_penalty(predicted: Array, target: Array, weight: Array, kind: str = "sq
 
 
 def object_flow(instance_ids: Array, num_objects: int, background_weight: float = 0.0,
-                forward: bool = False) -> tuple[Array, Array]:
+                forward: bool = False, controlled: Array | None = None,
+                other_weight: float = 0.0) -> tuple[Array, Array]:
   """Where in frame 0 each object pixel's content was: (target [B,T,H,W,2], weight [B,T,H,W]) from instance
   ids [B,T,H,W] (0: no object, k: object k <= num_objects). A pixel of object k in frame f gets the
   (dx, dy) pixels from it to where it was in frame 0 under the move of k's pixel centroid from frame 0 to
@@ -166,7 +167,11 @@ def object_flow(instance_ids: Array, num_objects: int, background_weight: float 
 
   `forward` (output "splat"): the field is indexed by the frame-0 pixel instead: a pixel of object k in frame 0
   gets, in frame f, the (dx, dy) pixels to where it goes (k's centroid move from frame 0 to frame f), weight 1
-  if k has pixels in frame f, else 0; floor in frame 0 gets target 0 and weight `background_weight`."""
+  if k has pixels in frame f, else 0; floor in frame 0 gets target 0 and weight `background_weight`.
+
+  `other_weight` with `controlled` (bool [B,N], the pushed objects: the data's `moving_at_start`): the pixels
+  of every object that is not pushed (the ones that are hit and the ones that must stay) weigh 1 + other_weight
+  instead of 1, in either direction; the pushed objects' and the floor's weights are unchanged."""
   ids = jnp.asarray(instance_ids).astype(jnp.int32)
   h, w = ids.shape[2:]
   one_hot = (ids[..., None] == jnp.arange(1, num_objects + 1)).astype(jnp.float32)  # [B,T,H,W,N]
@@ -176,13 +181,20 @@ def object_flow(instance_ids: Array, num_objects: int, background_weight: float 
                        -1) / jnp.maximum(count, 1.0)[..., None]  # [B,T,N,2]
   valid = ((count > 0) & (count[:, :1] > 0)).astype(jnp.float32)  # [B,T,N]
   shift = (centroid[:, :1] - centroid) * valid[..., None]
+  if other_weight:
+    if controlled is None:
+      raise ValueError("object_flow: other_weight needs the controlled flags [B, N]")
+    others = 1.0 - jnp.asarray(controlled)[:, :num_objects].astype(jnp.float32)  # [B,N]
+    per_object = valid * (1.0 + other_weight * others[:, None, :])  # [B,T,N]
+  else:
+    per_object = valid
   if forward:
     first = one_hot[:, 0]  # [B,H,W,N]
-    weight = jnp.einsum("bhwn,btn->bthw", first, valid)
+    weight = jnp.einsum("bhwn,btn->bthw", first, per_object)
     if background_weight:
       weight = weight + background_weight * (ids[:, :1] == 0).astype(jnp.float32)
     return jnp.einsum("bhwn,btnc->bthwc", first, -shift), weight
-  weight = jnp.einsum("bthwn,btn->bthw", one_hot, valid)
+  weight = jnp.einsum("bthwn,btn->bthw", one_hot, per_object)
   if background_weight:
     weight = weight + background_weight * (~object_now_or_in_frame_0(ids)).astype(jnp.float32)
   return jnp.einsum("bthwn,btnc->bthwc", one_hot, shift), weight

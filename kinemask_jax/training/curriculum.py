@@ -58,5 +58,7 @@ def model_batch(raw: dict, step, rng: jax.Array, config) -> tuple[dict, dict]:
   if config.model.output in dit.DISPLACEMENT_OUTPUTS:
     batch["flow"] = diffusion.object_flow(raw["instance_ids"], raw["velocity_cam"].shape[2],
                                           config.diffusion.get("flow_background_weight", 0.0),
-                                          forward=config.model.output == "splat")
+                                          forward=config.model.output == "splat",
+                                          controlled=raw["moving_at_start"],
+                                          other_weight=config.diffusion.get("flow_other_weight", 0.0))
   return batch, dict(curriculum_k=jnp.mean(k.astype(jnp.float32)), k1_fraction=jnp.mean(k == 1))

@@ -147,6 +147,8 @@ def validate_config(config) -> None:
           f"must be one of {diffusion.FLOW_LOSSES}, got {f.get('flow_loss')!r}")
   require(f.get("flow_background_weight", 0.0) >= 0, "diffusion.flow_background_weight",
           f"must be >= 0, got {f.get('flow_background_weight')!r}")
+  require(f.get("flow_other_weight", 0.0) >= 0, "diffusion.flow_other_weight",
+          f"must be >= 0, got {f.get('flow_other_weight')!r}")
   require(f.sampler in ("euler", "heun"), "diffusion.sampler", f"must be 'euler' or 'heun', got {f.sampler!r}")
   require(f.num_steps >= 1, "diffusion.num_steps", f"must be >= 1, got {f.num_steps!r}")
   require(f.time_shift > 0, "diffusion.time_shift", f"must be > 0, got {f.time_shift!r}")
