@@ -141,14 +141,12 @@ def validate_config(config) -> None:
   require(f.time_std > 0, "diffusion.time_std", f"must be > 0, got {f.time_std!r}")
   require(f.loss_weighting in diffusion.LOSS_WEIGHTINGS, "diffusion.loss_weighting",
           f"must be one of {diffusion.LOSS_WEIGHTINGS}, got {f.loss_weighting!r}")
-  require(f.get("object_weight", 0.0) >= 0, "diffusion.object_weight", f"must be >= 0, got {f.get('object_weight')!r}")
-  require(f.get("flow_weight", 1.0) >= 0, "diffusion.flow_weight", f"must be >= 0, got {f.get('flow_weight')!r}")
+  # Loss weights (older configs may lack them: their defaults).
+  for field, default in (("object_weight", 0.0), ("flow_weight", 1.0), ("flow_background_weight", 0.0),
+                         ("flow_other_weight", 0.0)):
+    require(f.get(field, default) >= 0, f"diffusion.{field}", f"must be >= 0, got {f.get(field)!r}")
   require(f.get("flow_loss", "squared") in diffusion.FLOW_LOSSES, "diffusion.flow_loss",
           f"must be one of {diffusion.FLOW_LOSSES}, got {f.get('flow_loss')!r}")
-  require(f.get("flow_background_weight", 0.0) >= 0, "diffusion.flow_background_weight",
-          f"must be >= 0, got {f.get('flow_background_weight')!r}")
-  require(f.get("flow_other_weight", 0.0) >= 0, "diffusion.flow_other_weight",
-          f"must be >= 0, got {f.get('flow_other_weight')!r}")
   require(f.sampler in ("euler", "heun"), "diffusion.sampler", f"must be 'euler' or 'heun', got {f.sampler!r}")
   require(f.num_steps >= 1, "diffusion.num_steps", f"must be >= 1, got {f.num_steps!r}")
   require(f.time_shift > 0, "diffusion.time_shift", f"must be > 0, got {f.time_shift!r}")
